@@ -1,0 +1,156 @@
+"""``SessionEngine``: one loaded SAM 2 model shared by up to ``max_sessions`` sessions.
+
+Plain Python (no Ray, no HTTP): the Serve replica is a thin shell over it. It owns session
+lifecycle and capacity; the per-session operations are on ``Session``.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+import threading
+from pathlib import Path
+
+import torch
+
+from deployments.engine.config import EngineSettings
+from deployments.engine.errors import (
+    CapacityError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+)
+from deployments.engine.executor import ModelExecutor
+from deployments.engine.models import load_predictor, resolve_spec
+from deployments.engine.session import Session
+from deployments.engine.types import SessionInfo, VideoOptions
+from deployments.engine.video import ingest_video
+
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+VIDEO_INFO_FILE = "video.json"
+
+
+def new_session_id() -> str:
+    """128 random bits, URL-safe."""
+    return secrets.token_urlsafe(16)
+
+
+class SessionEngine:
+    """Creates, finds and frees sessions over one model and one fair ``ModelExecutor``."""
+
+    def __init__(self, settings: EngineSettings, predictor: torch.nn.Module | None = None):
+        """Load the model the settings name, unless a built ``predictor`` is given (tests share
+        one between engines). Raises ModelLoadError."""
+        self.settings = settings
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        self.model_name = resolve_spec(settings).name
+        self.predictor = predictor if predictor is not None else load_predictor(settings)
+        self.executor = ModelExecutor(self.predictor.device)
+        self._sessions: dict[str, Session] = {}
+        self._reserved = 0
+        self._lock = threading.Lock()
+
+    @property
+    def active_sessions(self) -> int:
+        with self._lock:
+            return len(self._sessions) + self._reserved
+
+    @property
+    def free_slots(self) -> int:
+        return self.settings.max_sessions - self.active_sessions
+
+    def create_session(
+        self, video: Path, options: VideoOptions | None = None, session_id: str | None = None
+    ) -> SessionInfo:
+        """Decode ``video`` into a new session directory and open a session on it.
+
+        Raises CapacityError when every slot is taken, BadVideoError / VideoTooLargeError /
+        InvalidRequestError for the video, ConflictError for a session id in use. A failed
+        creation leaves no files behind.
+        """
+        session_id = session_id or new_session_id()
+        if not _SESSION_ID.match(session_id):
+            raise InvalidRequestError("session ids are 8-64 characters of [A-Za-z0-9_-]")
+        self._reserve()
+        directory = self.settings.storage_root / session_id
+        try:
+            if session_id in self._sessions or directory.exists():
+                raise ConflictError(f"session {session_id} already exists")
+            directory.mkdir(parents=True)
+            session = self._open(session_id, directory, video, options or VideoOptions())
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            self._release()
+            raise
+        with self._lock:
+            self._reserved -= 1
+            self._sessions[session_id] = session
+        return session.info()
+
+    def session(self, session_id: str) -> Session:
+        """The open session; NotFoundError otherwise."""
+        with self._lock:
+            session = self._sessions.get(session_id)
+        if session is None:
+            raise NotFoundError(f"session {session_id} not found", session_id=session_id)
+        return session
+
+    def sessions(self) -> list[SessionInfo]:
+        with self._lock:
+            sessions = list(self._sessions.values())
+        return [s.info() for s in sessions]
+
+    def delete_session(self, session_id: str) -> None:
+        """Free a session's model state, frames and masks; its directory goes too."""
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+        if session is None:
+            raise NotFoundError(f"session {session_id} not found", session_id=session_id)
+        try:
+            session.close()
+        finally:
+            shutil.rmtree(session.directory, ignore_errors=True)
+
+    def close(self) -> None:
+        """Delete every session and stop the model thread."""
+        for session_id in list(self._sessions):
+            self.delete_session(session_id)
+        self.executor.close()
+
+    def _open(
+        self, session_id: str, directory: Path, video: Path, options: VideoOptions
+    ) -> Session:
+        info = ingest_video(
+            video,
+            directory / "frames",
+            options,
+            jpeg_quality=self.settings.jpeg_quality,
+            max_frames=self.settings.max_video_frames,
+        )
+        (directory / VIDEO_INFO_FILE).write_text(info.model_dump_json(indent=1))
+        return Session(
+            session_id,
+            directory,
+            info,
+            self.model_name,
+            self.predictor,
+            self.executor,
+            frame_cache_size=self.settings.frame_cache_size,
+            max_objects=self.settings.max_objects,
+            offload_state_to_cpu=self.settings.offload_state_to_cpu,
+        )
+
+    def _reserve(self) -> None:
+        with self._lock:
+            if len(self._sessions) + self._reserved >= self.settings.max_sessions:
+                raise CapacityError(
+                    f"all {self.settings.max_sessions} session slots are taken",
+                    max_sessions=self.settings.max_sessions,
+                )
+            self._reserved += 1
+
+    def _release(self) -> None:
+        with self._lock:
+            self._reserved -= 1

@@ -1,0 +1,71 @@
+"""The engine's one exception hierarchy. Each class carries a stable snake_case ``code``; the
+ingress maps classes to HTTP statuses in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EngineError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+    code = "engine_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class NotFoundError(EngineError):
+    """An unknown session, object or frame."""
+
+    code = "not_found"
+
+
+class InvalidRequestError(EngineError):
+    """A well-formed request the engine cannot apply (bad option, nothing to propagate)."""
+
+    code = "invalid_request"
+
+
+class InvalidPromptError(InvalidRequestError):
+    """A prompt that is malformed or lies outside the frame."""
+
+    code = "invalid_prompt"
+
+
+class FrameOutOfRangeError(InvalidRequestError):
+    """A frame index outside the session's video."""
+
+    code = "frame_out_of_range"
+
+
+class BadVideoError(EngineError):
+    """Bytes that are not a readable video: not a video, no frames, truncated."""
+
+    code = "bad_video"
+
+
+class VideoTooLargeError(EngineError):
+    """A video with more frames than the service accepts."""
+
+    code = "video_too_large"
+
+
+class CapacityError(EngineError):
+    """No free session slot; try again later."""
+
+    code = "no_capacity"
+
+
+class ConflictError(EngineError):
+    """The session is busy with work that excludes this request (a running propagation)."""
+
+    code = "conflict"
+
+
+class ModelLoadError(EngineError):
+    """The model cannot be built: unknown name, missing checkpoint, bad config."""
+
+    code = "model_load_failed"

@@ -1,0 +1,159 @@
+"""``MaskStore``: every computed mask as COCO RLE per (frame, object), on the session's disk.
+
+It lives outside SAM 2's state, so SAM 2 can drop old frame outputs (bounded memory) while
+every mask stays readable by frame range and object. A later result for the same (frame,
+object) replaces the earlier one. SQLite (stdlib) gives atomic upserts and range reads in one
+file; one writer per session (the replica that owns it).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from itertools import groupby
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from deployments.engine.types import RLE, FrameMask, FrameMasks
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS masks (
+    frame INTEGER NOT NULL,
+    obj INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    counts TEXT NOT NULL,
+    x INTEGER NOT NULL, y INTEGER NOT NULL, w INTEGER NOT NULL, h INTEGER NOT NULL,
+    area INTEGER NOT NULL,
+    score REAL NOT NULL,
+    PRIMARY KEY (frame, obj)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS masks_by_obj ON masks (obj, frame);
+"""
+_COLUMNS = "frame, obj, height, width, counts, x, y, w, h, area, score"
+
+
+def encode_masks(obj_ids: list[int], masks: np.ndarray, scores: list[float]) -> list[FrameMask]:
+    """``masks``: bool array [N, H, W], one per object id -> FrameMasks with RLE, bbox, area."""
+    if not obj_ids:
+        return []
+    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    areas = mask_utils.area(rles)
+    boxes = mask_utils.toBbox(rles)
+    return [
+        FrameMask(
+            obj_id=obj_id,
+            rle=RLE(size=tuple(rle["size"]), counts=rle["counts"].decode("ascii")),
+            bbox=tuple(round(v) for v in box),
+            area=int(area),
+            score=float(score),
+        )
+        for obj_id, rle, area, box, score in zip(obj_ids, rles, areas, boxes, scores, strict=True)
+    ]
+
+
+def decode_mask(rle: RLE) -> np.ndarray:
+    """An RLE as a bool [H, W] array."""
+    data = {"size": list(rle.size), "counts": rle.counts.encode("ascii")}
+    return mask_utils.decode(data).astype(bool)
+
+
+class MaskStore:
+    """Masks of one session in ``<session dir>/masks.sqlite``. Thread-safe."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def put(self, frame_index: int, masks: Iterable[FrameMask]) -> None:
+        """Store (replace) these objects' masks on ``frame_index`` in one transaction."""
+        rows = [
+            (frame_index, m.obj_id, *m.rle.size, m.rle.counts, *m.bbox, m.area, m.score)
+            for m in masks
+        ]
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                f"INSERT OR REPLACE INTO masks ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows
+            )
+
+    def frame(self, frame_index: int) -> list[FrameMask]:
+        """Every object's mask on one frame, by object id."""
+        return [m for frame in self.frames(frame_index, frame_index) for m in frame.masks]
+
+    def frames(
+        self, start: int | None = None, end: int | None = None, obj_id: int | None = None
+    ) -> Iterator[FrameMasks]:
+        """Frames in [start, end] (inclusive) that have masks, in order; optionally one object.
+
+        Reads in pages so a long video is never loaded whole.
+        """
+        low, high = start if start is not None else 0, end if end is not None else 2**62
+        page, last = 512, low - 1
+        while True:
+            rows = self._select(last + 1, high, obj_id, page)
+            if not rows:
+                return
+            for frame_index, group in groupby(rows, key=lambda r: r[0]):
+                yield FrameMasks(frame_index=frame_index, masks=[_row_to_mask(r) for r in group])
+            last = rows[-1][0]
+            if len({r[0] for r in rows}) < page:
+                return
+
+    def delete(self, obj_id: int | None = None, frame_index: int | None = None) -> None:
+        """Delete an object's masks, a frame's, one (frame, object)'s, or everything."""
+        where, args = _where(obj_id, frame_index)
+        with self._lock:
+            self._db.execute(f"DELETE FROM masks {where}", args)
+
+    def masked_frames(self) -> dict[int, int]:
+        """Per object, the number of frames on which it has a non-empty mask."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT obj, COUNT(*) FROM masks WHERE area > 0 GROUP BY obj"
+            ).fetchall()
+        return dict(rows)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _select(self, low: int, high: int, obj_id: int | None, frames: int) -> list[tuple]:
+        """Rows of up to ``frames`` whole frames from [low, high]."""
+        obj_filter = "AND obj = ?" if obj_id is not None else ""
+        args = (low, high, *([obj_id] if obj_id is not None else []))
+        query = (
+            f"SELECT {_COLUMNS} FROM masks WHERE frame IN ("
+            f"SELECT DISTINCT frame FROM masks WHERE frame BETWEEN ? AND ? {obj_filter} "
+            f"ORDER BY frame LIMIT {frames}) {obj_filter} ORDER BY frame, obj"
+        )
+        with self._lock:
+            return self._db.execute(query, args + args[2:]).fetchall()
+
+
+def _where(obj_id: int | None, frame_index: int | None) -> tuple[str, tuple[int, ...]]:
+    clauses, args = [], []
+    if obj_id is not None:
+        clauses.append("obj = ?")
+        args.append(obj_id)
+    if frame_index is not None:
+        clauses.append("frame = ?")
+        args.append(frame_index)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
+
+
+def _row_to_mask(row: tuple) -> FrameMask:
+    _, obj, height, width, counts, x, y, w, h, area, score = row
+    return FrameMask(
+        obj_id=obj,
+        rle=RLE(size=(height, width), counts=counts),
+        bbox=(x, y, w, h),
+        area=area,
+        score=score,
+    )

@@ -1,0 +1,511 @@
+"""``Session``: one video's SAM 2 state, frames and masks, and the operations on them.
+
+What lives where: SAM 2's inference state (memories of prompted frames and of the frames
+around the tracking position) on the model's device; the processed frames as JPEGs in the
+session directory, a few decoded in the ``FrameSource`` LRU; every computed mask in the
+``MaskStore`` on that directory. All model work runs on the shared ``ModelExecutor``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from deployments.engine import state as sam_state
+from deployments.engine.errors import (
+    ConflictError,
+    FrameOutOfRangeError,
+    InvalidPromptError,
+    InvalidRequestError,
+    NotFoundError,
+)
+from deployments.engine.executor import ModelExecutor
+from deployments.engine.frames import FrameSource
+from deployments.engine.masks import MaskStore, decode_mask, encode_masks
+from deployments.engine.types import (
+    FrameMasks,
+    ObjectInfo,
+    Prompt,
+    PromptResult,
+    PropagationDone,
+    PropagationEvent,
+    PropagationProgress,
+    PropagationRequest,
+    SessionInfo,
+    VideoInfo,
+)
+
+T = TypeVar("T")
+# Logit magnitude given to a mask rebuilt from the MaskStore when it seeds a refinement click
+# (SAM 2 clamps previous logits to +/-32; its own confident masks sit around +/-10..20).
+_SEED_LOGIT = 10.0
+# (frame index, bool masks [N, H, W] of the propagated objects, their scores)
+_StepResult = tuple[int, list[int], np.ndarray, list[float]]
+
+
+@dataclass
+class _ObjectMeta:
+    name: str | None = None
+    category: str | None = None
+
+
+@dataclass
+class _Plan:
+    """A validated propagation: objects, start frame, frames per pass, passes to run."""
+
+    obj_ids: list[int]
+    start: int
+    max_frames: int
+    direction: Literal["forward", "backward", "both"]
+    reverse_passes: tuple[bool, ...]
+    total_frames: int
+
+
+class Session:
+    """One annotation session. Thread-safe; prompts are refused while it propagates."""
+
+    def __init__(
+        self,
+        session_id: str,
+        directory: Path,
+        video: VideoInfo,
+        model_name: str,
+        predictor: torch.nn.Module,
+        executor: ModelExecutor,
+        *,
+        frame_cache_size: int,
+        max_objects: int,
+        offload_state_to_cpu: bool,
+    ) -> None:
+        self.id = session_id
+        self.directory = directory
+        self.video = video
+        self.model_name = model_name
+        self.created_at = datetime.now().astimezone()
+        self.max_objects = max_objects
+        self._predictor = predictor
+        self._executor = executor
+        self.frames = FrameSource(
+            directory / "frames", video.num_frames, predictor.image_size, frame_cache_size
+        )
+        self.masks = MaskStore(directory / "masks.sqlite")
+        self._state = sam_state.new_state(
+            self.frames, video.height, video.width, predictor.device, offload_state_to_cpu
+        )
+        self._window = sam_state.memory_window(predictor)
+        self._meta: dict[int, _ObjectMeta] = {}
+        self._lock = threading.Lock()
+        self._progress: PropagationProgress | None = None
+        self._cancel = threading.Event()
+
+    # ---- info -------------------------------------------------------------------------------
+
+    def info(self) -> SessionInfo:
+        progress = self._progress
+        return SessionInfo(
+            session_id=self.id,
+            status="propagating" if progress else "ready",
+            model=self.model_name,
+            created_at=self.created_at,
+            video=self.video,
+            objects=self.objects(),
+            propagation=progress.model_copy() if progress else None,
+        )
+
+    def objects(self) -> list[ObjectInfo]:
+        counts = self.masks.masked_frames()
+        return [self._object_info(obj_id, counts) for obj_id in list(self._meta)]
+
+    def state_nbytes(self) -> int:
+        """Bytes of SAM 2 state tensors plus decoded frames this session holds."""
+        return self._run(lambda: sam_state.nbytes(self._state))
+
+    # ---- objects and prompts -------------------------------------------------------------------
+
+    def add_prompt(self, prompt: Prompt) -> PromptResult:
+        """Apply a prompt; returns the masks of every object on that frame.
+
+        Raises FrameOutOfRangeError, InvalidPromptError (outside the frame, too many
+        objects), ConflictError while a propagation runs.
+        """
+        self._check_frame(prompt.frame_index)
+        points, box, mask = self._prompt_inputs(prompt)
+        with self._idle():
+            obj_id = prompt.obj_id if prompt.obj_id is not None else self._next_obj_id()
+            if obj_id not in self._meta and len(self._meta) >= self.max_objects:
+                raise InvalidPromptError(f"a session holds at most {self.max_objects} objects")
+            mask_out, score = self._run(
+                lambda: self._apply_prompt(prompt, obj_id, points, box, mask)
+            )
+            self._meta.setdefault(obj_id, _ObjectMeta())
+            self.masks.put(prompt.frame_index, encode_masks([obj_id], mask_out[None], [score]))
+        return PromptResult(
+            frame_index=prompt.frame_index,
+            obj_id=obj_id,
+            masks=self.masks.frame(prompt.frame_index),
+        )
+
+    def clear_prompts(self, frame_index: int, obj_id: int | None = None) -> FrameMasks:
+        """Remove the prompts of one object (or of all) on a frame; returns the frame's masks."""
+        self._check_frame(frame_index)
+        if obj_id is not None:
+            self._check_object(obj_id)
+        with self._idle():
+            self._run(lambda: self._clear_prompts(frame_index, obj_id))
+        return FrameMasks(frame_index=frame_index, masks=self.masks.frame(frame_index))
+
+    def remove_object(self, obj_id: int) -> None:
+        """Forget an object: its prompts, SAM 2 state and masks."""
+        self._check_object(obj_id)
+        with self._idle():
+            if obj_id in self._state["obj_id_to_idx"]:
+                self._run(
+                    lambda: self._predictor.remove_object(self._state, obj_id, need_output=False)
+                )
+            self.masks.delete(obj_id=obj_id)
+            del self._meta[obj_id]
+
+    def update_object(
+        self, obj_id: int, name: str | None = None, category: str | None = None
+    ) -> ObjectInfo:
+        self._check_object(obj_id)
+        meta = self._meta[obj_id]
+        if name is not None:
+            meta.name = name
+        if category is not None:
+            meta.category = category
+        return self._object_info(obj_id, self.masks.masked_frames())
+
+    def reset(self) -> SessionInfo:
+        """Back to the uploaded video alone: no objects, prompts or masks."""
+        with self._idle():
+            self._run(lambda: self._predictor.reset_state(self._state))
+            self.masks.delete()
+            self._meta.clear()
+        return self.info()
+
+    # ---- propagation ---------------------------------------------------------------------------
+
+    def propagate(self, request: PropagationRequest) -> Iterator[PropagationEvent]:
+        """Start a propagation; returns a generator of one ``FrameMasks`` per frame as soon as it
+        is computed (and stored), then one ``PropagationDone``.
+
+        Validation and the one-propagation-per-session check happen here, before the first
+        frame: InvalidRequestError, FrameOutOfRangeError, ConflictError. Close the generator
+        (or stop iterating and drop it) to stop after the frame being computed.
+        """
+        events = self._propagation(self._plan(request))
+        next(events)  # runs up to the first yield: claims the session or raises
+        return events
+
+    def cancel_propagation(self) -> bool:
+        """Ask a running propagation to stop after its current frame; False if none runs."""
+        with self._lock:
+            if self._progress is None:
+                return False
+            self._cancel.set()
+            return True
+
+    def close(self) -> None:
+        """Free the model state, frame cache and mask store (the directory stays)."""
+        self.cancel_propagation()
+        self._run(self._state.clear)
+        self.frames.close()
+        self.masks.close()
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    def _run(self, fn: Callable[[], T]) -> T:
+        return self._executor.run(self.id, fn)
+
+    def _submit(self, fn: Callable[[], T]) -> Future[T]:
+        return self._executor.submit(self.id, fn)
+
+    @contextlib.contextmanager
+    def _idle(self) -> Iterator[None]:
+        """Hold the session for an edit; refused while a propagation runs."""
+        with self._lock:
+            if self._progress is not None:
+                raise ConflictError(
+                    "a propagation is running on this session; cancel it or wait for it"
+                )
+            yield
+
+    def _check_frame(self, frame_index: int) -> None:
+        if not 0 <= frame_index < self.video.num_frames:
+            raise FrameOutOfRangeError(
+                f"frame_index {frame_index} is outside the video (0..{self.video.num_frames - 1})",
+                frame_index=frame_index,
+                num_frames=self.video.num_frames,
+            )
+
+    def _check_object(self, obj_id: int) -> None:
+        if obj_id not in self._meta:
+            raise NotFoundError(f"object {obj_id} not found in this session", obj_id=obj_id)
+
+    def _next_obj_id(self) -> int:
+        return max(self._meta, default=0) + 1
+
+    def _object_info(self, obj_id: int, masked: dict[int, int]) -> ObjectInfo:
+        meta = self._meta[obj_id]
+        return ObjectInfo(
+            obj_id=obj_id,
+            name=meta.name,
+            category=meta.category,
+            prompt_frames=sam_state.prompt_frames(self._state, obj_id),
+            masked_frames=masked.get(obj_id, 0),
+        )
+
+    def _prompt_inputs(
+        self, prompt: Prompt
+    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """Points and box in frame pixels, mask as bool array; InvalidPromptError if outside."""
+        w, h = self.video.width, self.video.height
+        scale = np.array([w, h], dtype=np.float32) if prompt.normalized else np.ones(2, np.float32)
+        points = box = mask = None
+        if prompt.points:
+            points = np.asarray(prompt.points, dtype=np.float32) * scale
+            self._check_inside(points, "point")
+        if prompt.box is not None:
+            box = np.asarray(prompt.box, dtype=np.float32).reshape(2, 2) * scale
+            self._check_inside(box, "box corner")
+        if prompt.mask is not None:
+            if tuple(prompt.mask.size) != (h, w):
+                raise InvalidPromptError(
+                    f"mask size {list(prompt.mask.size)} differs from the frame size [{h}, {w}]"
+                )
+            try:
+                mask = decode_mask(prompt.mask)
+            except (ValueError, TypeError, UnicodeError) as exc:
+                raise InvalidPromptError(f"mask is not a valid COCO RLE: {exc}") from exc
+        return points, box, mask
+
+    def _check_inside(self, xy: np.ndarray, what: str) -> None:
+        w, h = self.video.width, self.video.height
+        outside = (xy[:, 0] < 0) | (xy[:, 0] > w) | (xy[:, 1] < 0) | (xy[:, 1] > h)
+        if outside.any():
+            x, y = xy[int(np.argmax(outside))]
+            raise InvalidPromptError(
+                f"{what} ({x:g}, {y:g}) lies outside the {w}x{h} frame", width=w, height=h
+            )
+
+    def _apply_prompt(
+        self,
+        prompt: Prompt,
+        obj_id: int,
+        points: np.ndarray | None,
+        box: np.ndarray | None,
+        mask: np.ndarray | None,
+    ) -> tuple[np.ndarray, float]:
+        """Model work of a prompt (executor thread): mask first, then points/box on top."""
+        frame = prompt.frame_index
+        result = None
+        if mask is not None:
+            result = self._predictor.add_new_mask(
+                self._state, frame, obj_id, torch.from_numpy(mask)
+            )
+        if points is not None or box is not None:
+            labels = None
+            if points is not None:
+                labels = np.asarray(prompt.labels or [1] * len(points), dtype=np.int32)
+            with self._seeded_from_store(obj_id, frame, skip=mask is not None):
+                result = self._predictor.add_new_points_or_box(
+                    self._state,
+                    frame,
+                    obj_id,
+                    points=points,
+                    labels=labels,
+                    clear_old_points=prompt.clear_old_points or box is not None,
+                    normalize_coords=True,
+                    box=None if box is None else box.reshape(-1),
+                )
+        _, obj_ids, video_res_masks = result
+        out = sam_state.frame_output(self._state, obj_id, frame)
+        score = torch.sigmoid(out["object_score_logits"].float()).item()
+        return (video_res_masks[obj_ids.index(obj_id), 0] > 0).cpu().numpy(), score
+
+    @contextlib.contextmanager
+    def _seeded_from_store(self, obj_id: int, frame: int, skip: bool) -> Iterator[None]:
+        """Give SAM 2 the object's current mask on ``frame`` when its own output there was
+        dropped (bounded memory), so a refinement click starts from what the user sees."""
+        idx = self._state["obj_id_to_idx"].get(obj_id)
+        stored = None
+        if (
+            not skip
+            and idx is not None
+            and sam_state.frame_output(self._state, obj_id, frame) is None
+        ):
+            stored = next((m for m in self.masks.frame(frame) if m.obj_id == obj_id), None)
+        if stored is None:
+            yield
+            return
+        temp = self._state["temp_output_dict_per_obj"][idx]["cond_frame_outputs"]
+        temp[frame] = {"pred_masks": self._mask_logits(decode_mask(stored.rle))}
+        try:
+            yield
+        except BaseException:
+            temp.pop(frame, None)
+            raise
+
+    def _mask_logits(self, mask: np.ndarray) -> torch.Tensor:
+        """A frame-space bool mask as SAM 2 low-res mask logits [1, 1, S/4, S/4]."""
+        size = self._predictor.image_size // 4
+        prob = F.interpolate(
+            torch.from_numpy(mask)[None, None].float(),
+            size=(size, size),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
+        logits = (prob * 2 - 1) * _SEED_LOGIT
+        return logits.to(self._state["storage_device"])
+
+    def _clear_prompts(self, frame: int, obj_id: int | None) -> None:
+        """Model work of clearing prompts (executor thread); keeps the MaskStore in step."""
+        targets = (
+            [obj_id]
+            if obj_id is not None
+            else [
+                o
+                for o in self._state["obj_ids"]
+                if frame in sam_state.prompt_frames(self._state, o)
+            ]
+        )
+        targets = [o for o in targets if o in self._state["obj_id_to_idx"]]
+        result = None
+        for target in targets:
+            result = self._predictor.clear_all_prompts_in_frame(self._state, frame, target)
+        if result is None:
+            return
+        _, obj_ids, video_res_masks = result
+        kept, masks, scores = [], [], []
+        for target in targets:
+            out = sam_state.frame_output(self._state, target, frame)
+            if out is None:
+                self.masks.delete(obj_id=target, frame_index=frame)
+                continue
+            kept.append(target)
+            masks.append((video_res_masks[obj_ids.index(target), 0] > 0).cpu().numpy())
+            scores.append(torch.sigmoid(out["object_score_logits"].float()).item())
+        if kept:
+            self.masks.put(frame, encode_masks(kept, np.stack(masks), scores))
+
+    def _plan(self, request: PropagationRequest) -> _Plan:
+        prompted = sam_state.prompted_objects(self._state)
+        obj_ids = request.obj_ids if request.obj_ids is not None else prompted
+        unknown = [o for o in obj_ids if o not in self._meta]
+        if unknown:
+            raise NotFoundError(f"objects {unknown} not found in this session", obj_ids=unknown)
+        unprompted = [o for o in obj_ids if o not in prompted]
+        if unprompted or not obj_ids:
+            raise InvalidRequestError(
+                "nothing to propagate: add a prompt first"
+                if not obj_ids
+                else f"objects {unprompted} have no prompt to propagate from"
+            )
+        first_prompt = min(f for o in obj_ids for f in sam_state.prompt_frames(self._state, o))
+        start = request.start_frame_index if request.start_frame_index is not None else first_prompt
+        self._check_frame(start)
+        limit = request.max_frames or self.video.num_frames
+        # Frame counts as SAM 2 walks them: the start frame and up to `limit` frames past it;
+        # backward from frame 0 walks nothing.
+        forward = min(limit, self.video.num_frames - 1 - start) + 1
+        backward = min(limit, start) + 1 if start > 0 else 0
+        if request.direction == "forward":
+            return _Plan(obj_ids, start, limit, "forward", (False,), forward)
+        if request.direction == "backward":
+            return _Plan(obj_ids, start, limit, "backward", (True,), backward)
+        both = forward + max(backward - 1, 0)  # the start frame is reported once
+        return _Plan(obj_ids, start, limit, "both", (False, True), both)
+
+    def _propagation(self, plan: _Plan) -> Iterator[PropagationEvent | None]:
+        with self._lock:
+            if self._progress is not None:
+                raise ConflictError("a propagation is already running on this session")
+            self._progress = PropagationProgress(
+                direction=plan.direction, done_frames=0, total_frames=plan.total_frames
+            )
+            self._cancel.clear()
+        try:
+            yield None  # primed: the session is ours
+            began = time.perf_counter()
+            for n, reverse in enumerate(plan.reverse_passes):
+                skip = plan.start if n > 0 else None  # reported by the first pass
+                yield from self._pass(plan, reverse, skip)
+                if self._cancel.is_set():
+                    break
+            yield PropagationDone(
+                frames=self._progress.done_frames,
+                elapsed_s=round(time.perf_counter() - began, 4),
+                cancelled=self._cancel.is_set(),
+            )
+        finally:
+            with self._lock:
+                self._progress = None
+                self._cancel.clear()
+
+    def _pass(self, plan: _Plan, reverse: bool, skip: int | None) -> Iterator[FrameMasks]:
+        """One direction, pipelined by one frame: the model computes frame k+1 while frame k is
+        encoded, stored and handed out. A frame in flight when the consumer leaves is still
+        stored, so every computed mask lands in the MaskStore."""
+        view = sam_state.object_view(self._state, plan.obj_ids)
+        steps = self._predictor.propagate_in_video(
+            view,
+            start_frame_idx=plan.start,
+            max_frame_num_to_track=plan.max_frames,
+            reverse=reverse,
+        )
+        step = self._step_fn(steps, plan.start, -1 if reverse else 1)
+        pending: Future[_StepResult | None] | None = self._submit(step)
+        try:
+            while (result := pending.result()) is not None:
+                pending = None if self._cancel.is_set() else self._submit(step)
+                event = self._record(result)
+                if event.frame_index != skip:
+                    self._progress.done_frames += 1
+                    yield event
+                if pending is None:
+                    return
+            pending = None
+        finally:
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    if (result := pending.result()) is not None:
+                        self._record(result)
+            self._run(steps.close)
+
+    def _step_fn(self, steps: Iterator, start: int, sign: int) -> Callable[[], _StepResult | None]:
+        """One frame of SAM 2's propagation plus trimming its state (executor thread)."""
+
+        def step() -> _StepResult | None:
+            try:
+                frame, obj_ids, video_res_masks = next(steps)
+            except StopIteration:
+                return None
+            self.frames.prefetch(frame + sign)
+            sam_state.trim(self._state, (frame, start), self._window)
+            scores = [
+                torch.sigmoid(
+                    sam_state.frame_output(self._state, o, frame)["object_score_logits"].float()
+                ).item()
+                for o in obj_ids
+            ]
+            return frame, list(obj_ids), (video_res_masks[:, 0] > 0).cpu().numpy(), scores
+
+        return step
+
+    def _record(self, result: _StepResult) -> FrameMasks:
+        frame, obj_ids, masks, scores = result
+        self.masks.put(frame, encode_masks(obj_ids, masks, scores))
+        return FrameMasks(frame_index=frame, masks=self.masks.frame(frame))

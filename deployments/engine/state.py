@@ -1,0 +1,138 @@
+"""Operations on SAM 2's ``inference_state`` dict that the predictor does not offer: building
+it over a lazy ``FrameSource``, restricting it to some objects, dropping what tracking no
+longer needs, and measuring it. The dict's layout is SAM2VideoPredictor's (sam2 1.1.0)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import torch
+
+from deployments.engine.frames import FrameSource
+
+State = dict[str, Any]
+# The per-object containers of the state, keyed by SAM 2's object index.
+_PER_OBJECT = (
+    "point_inputs_per_obj",
+    "mask_inputs_per_obj",
+    "output_dict_per_obj",
+    "temp_output_dict_per_obj",
+    "frames_tracked_per_obj",
+)
+
+
+def new_state(
+    frames: FrameSource, height: int, width: int, device: torch.device, offload_state_to_cpu: bool
+) -> State:
+    """The dict ``SAM2VideoPredictor.init_state`` builds, with ``frames`` as its images.
+
+    Skips init_state's frame loading (every frame as float32, sam2#196) and its warm-up
+    encoding of frame 0, which the first click does anyway.
+    """
+    return {
+        "images": frames,
+        "num_frames": len(frames),
+        "offload_video_to_cpu": True,
+        "offload_state_to_cpu": offload_state_to_cpu,
+        "video_height": height,
+        "video_width": width,
+        "device": device,
+        "storage_device": torch.device("cpu") if offload_state_to_cpu else device,
+        "point_inputs_per_obj": {},
+        "mask_inputs_per_obj": {},
+        "cached_features": {},
+        "constants": {},
+        "obj_id_to_idx": OrderedDict(),
+        "obj_idx_to_id": OrderedDict(),
+        "obj_ids": [],
+        "output_dict_per_obj": {},
+        "temp_output_dict_per_obj": {},
+        "frames_tracked_per_obj": {},
+    }
+
+
+def object_view(state: State, obj_ids: list[int]) -> State:
+    """A state that shows SAM 2 only ``obj_ids`` (SAM 2.1 tracks objects independently).
+
+    The per-object containers are shared with ``state``, so whatever SAM 2 computes through
+    the view lands in the full state. Used to propagate a subset of objects, and to leave out
+    objects that have no prompt left.
+    """
+    view = dict(state)
+    indices = [state["obj_id_to_idx"][obj_id] for obj_id in obj_ids]
+    for key in _PER_OBJECT:
+        view[key] = {new: state[key][old] for new, old in enumerate(indices)}
+    view["obj_id_to_idx"] = OrderedDict((obj_id, i) for i, obj_id in enumerate(obj_ids))
+    view["obj_idx_to_id"] = OrderedDict(enumerate(obj_ids))
+    view["obj_ids"] = list(obj_ids)
+    return view
+
+
+def prompted_objects(state: State) -> list[int]:
+    """Object ids that still have a point or mask prompt on some frame."""
+    return [
+        obj_id
+        for obj_id, idx in state["obj_id_to_idx"].items()
+        if state["point_inputs_per_obj"][idx] or state["mask_inputs_per_obj"][idx]
+    ]
+
+
+def prompt_frames(state: State, obj_id: int) -> list[int]:
+    idx = state["obj_id_to_idx"].get(obj_id)
+    if idx is None:
+        return []
+    return sorted({*state["point_inputs_per_obj"][idx], *state["mask_inputs_per_obj"][idx]})
+
+
+def frame_output(state: State, obj_id: int, frame_index: int) -> dict | None:
+    """SAM 2's latest output for an object on a frame, where it still holds one."""
+    idx = state["obj_id_to_idx"].get(obj_id)
+    if idx is None:
+        return None
+    for container in (state["temp_output_dict_per_obj"][idx], state["output_dict_per_obj"][idx]):
+        for key in ("cond_frame_outputs", "non_cond_frame_outputs"):
+            out = container[key].get(frame_index)
+            if out is not None:
+                return out
+    return None
+
+
+def memory_window(model: torch.nn.Module) -> int:
+    """How many frames back SAM 2 looks when tracking: its mask memories
+    (``num_maskmem`` at the eval stride) and its object pointers."""
+    stride = model.memory_temporal_stride_for_eval
+    return max(model.num_maskmem * stride, model.max_obj_ptrs_in_encoder)
+
+
+def trim(state: State, anchors: tuple[int, ...], window: int) -> None:
+    """Drop non-conditioning outputs farther than ``window`` frames from every anchor.
+
+    Anchors are the frame being tracked and the propagation's start frame (tracking the other
+    direction from the start reads the memories next to it). Conditioning frames (every
+    prompted frame) are kept; masks themselves are safe in the MaskStore.
+    """
+    for outputs in state["output_dict_per_obj"].values():
+        non_cond = outputs["non_cond_frame_outputs"]
+        stale = [t for t in non_cond if all(abs(t - a) > window for a in anchors)]
+        for t in stale:
+            del non_cond[t]
+
+
+def nbytes(state: State) -> int:
+    """Bytes of the tensors the state holds (each storage once) plus its frame cache."""
+    seen: set[int] = set()
+    total = 0
+    stack: list[Any] = [v for k, v in state.items() if k != "images"]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            storage = item.untyped_storage()
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                total += storage.nbytes()
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return total + state["images"].cache_nbytes()

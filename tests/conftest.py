@@ -1,0 +1,48 @@
+"""Shared fixtures: the real SAM 2 model with random weights at image size 256, built once."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+from pathlib import Path
+
+import pytest
+
+from deployments.engine import EngineSettings, SessionEngine
+from deployments.engine.models import load_predictor
+from tests.videos import write_video
+
+TEST_IMAGE_SIZE = 256
+
+
+def engine_settings(storage_root: Path, **overrides) -> EngineSettings:
+    """Settings of the test model: real SAM 2.1 tiny code, random weights, CPU, size 256."""
+    values = dict(
+        weights="random",
+        image_size=TEST_IMAGE_SIZE,
+        device="cpu",
+        torch_threads=2,
+        storage_root=storage_root,
+    )
+    return EngineSettings(**(values | overrides))
+
+
+@pytest.fixture(scope="session")
+def predictor(tmp_path_factory):
+    """One SAM2VideoPredictor for the whole run: every engine in the tests shares it."""
+    return load_predictor(engine_settings(tmp_path_factory.mktemp("unused")))
+
+
+@pytest.fixture
+def engine(tmp_path, predictor):
+    engine = SessionEngine(engine_settings(tmp_path / "sessions"), predictor=predictor)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def video(tmp_path_factory) -> Path:
+    """24 frames, 160x120, 10 fps."""
+    return write_video(tmp_path_factory.mktemp("videos") / "clip.mp4")

@@ -1,0 +1,65 @@
+"""MaskStore: replace semantics, range and object reads, paging over long videos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deployments.engine.masks import MaskStore, decode_mask, encode_masks
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = MaskStore(tmp_path / "masks.sqlite")
+    yield store
+    store.close()
+
+
+def square(top: int, left: int, side: int, shape=(20, 30)) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    mask[top : top + side, left : left + side] = True
+    return mask
+
+
+def test_encoding_round_trips_with_bbox_and_area():
+    masks = np.stack([square(2, 3, 5), np.zeros((20, 30), bool)])
+    first, empty = encode_masks([1, 2], masks, [0.9, 0.1])
+    assert (first.bbox, first.area, first.score) == ((3, 2, 5, 5), 25, 0.9)
+    assert (decode_mask(first.rle) == masks[0]).all()
+    assert (empty.area, empty.bbox) == (0, (0, 0, 0, 0))
+
+
+def test_later_result_for_a_frame_and_object_replaces_the_earlier(store):
+    store.put(4, encode_masks([1, 2], np.stack([square(0, 0, 3), square(5, 5, 3)]), [0.5, 0.5]))
+    store.put(4, encode_masks([1], square(1, 1, 4)[None], [0.8]))
+    first, second = store.frame(4)
+    assert (first.obj_id, first.area, first.score) == (1, 16, 0.8)
+    assert (second.obj_id, second.area) == (2, 9)
+
+
+def test_reads_by_range_and_object(store):
+    for frame in range(10):
+        store.put(frame, encode_masks([1, 2], np.stack([square(0, 0, 2)] * 2), [1.0, 1.0]))
+    assert [f.frame_index for f in store.frames(3, 5)] == [3, 4, 5]
+    only_two = list(store.frames(obj_id=2))
+    assert len(only_two) == 10 and all([m.obj_id for m in f.masks] == [2] for f in only_two)
+    assert store.masked_frames() == {1: 10, 2: 10}
+
+
+def test_long_ranges_are_read_in_pages_without_losing_frames(store):
+    mask = encode_masks([1], square(0, 0, 2)[None], [1.0])
+    for frame in range(0, 2400, 2):
+        store.put(frame, mask)
+    assert [f.frame_index for f in store.frames()] == list(range(0, 2400, 2))
+    assert [f.frame_index for f in store.frames(1001, 1011)] == list(range(1002, 1011, 2))
+
+
+def test_deletes(store):
+    for frame in range(3):
+        store.put(frame, encode_masks([1, 2], np.stack([square(0, 0, 2)] * 2), [1.0, 1.0]))
+    store.delete(obj_id=1, frame_index=0)
+    assert [m.obj_id for m in store.frame(0)] == [2]
+    store.delete(obj_id=2)
+    assert [f.frame_index for f in store.frames()] == [1, 2]
+    store.delete()
+    assert list(store.frames()) == []

@@ -1,13 +1,11 @@
 """The model registry (name -> sam2 config + checkpoint) and the one place that builds a
 ``SAM2VideoPredictor`` from settings.
 
-Run ``python -m deployments.engine.models urls NAME...`` to print the official download URLs;
-``scripts/download_checkpoints.sh`` uses it so the URLs live here only.
+``scripts/download_checkpoints.sh`` reads the official URLs from here, so they live here only.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,18 +137,9 @@ def _build_from_file(path: Path, ckpt: Path | None, device: torch.device, overri
         initialize_config_module("sam2", version_base="1.2")
 
 
-def _print_urls(names: list[str]) -> int:
-    for name in names or ["sam2.1_hiera_tiny"]:
-        spec = REGISTRY.get(name)
-        if spec is None or spec.url is None:
-            print(f"unknown model {name!r}; known: {', '.join(REGISTRY)}", file=sys.stderr)
-            return 2
-        print(spec.url, spec.checkpoint)
-    return 0
-
-
-if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] != "urls":
-        print("usage: python -m deployments.engine.models urls [NAME...]", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(_print_urls(sys.argv[2:]))
+def official_downloads(names: list[str]) -> list[tuple[str, str]]:
+    """(url, file name) of each named official checkpoint; ModelLoadError for other names."""
+    unknown = [name for name in names if name not in REGISTRY]
+    if unknown:
+        raise ModelLoadError(f"no official checkpoint for {unknown}; known: {', '.join(REGISTRY)}")
+    return [(REGISTRY[name].url, REGISTRY[name].checkpoint) for name in names]

@@ -9,7 +9,7 @@ import pytest
 import sam2
 
 from deployments.engine import REGISTRY, EngineSettings, ModelLoadError
-from deployments.engine.models import load_predictor, resolve_spec
+from deployments.engine.models import load_predictor, official_downloads, resolve_spec
 
 
 def test_registry_holds_sam2_and_sam21_in_four_sizes():
@@ -21,6 +21,17 @@ def test_registry_holds_sam2_and_sam21_in_four_sizes():
     assert tiny.config == "configs/sam2.1/sam2.1_hiera_t.yaml"
     assert tiny.url.endswith("/092824/sam2.1_hiera_tiny.pt")
     assert REGISTRY["sam2_hiera_base_plus"].config == "configs/sam2/sam2_hiera_b+.yaml"
+
+
+def test_official_downloads_come_from_the_registry():
+    assert official_downloads(["sam2_hiera_tiny"]) == [
+        (
+            "https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_tiny.pt",
+            "sam2_hiera_tiny.pt",
+        )
+    ]
+    with pytest.raises(ModelLoadError, match="no official checkpoint"):
+        official_downloads(["custom"])
 
 
 def test_missing_checkpoint_names_the_download_script(tmp_path):

@@ -3,6 +3,7 @@ given explicitly (tests, the Serve config)."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -39,7 +40,7 @@ class EngineSettings(BaseSettings):
     max_sessions: int = Field(3, ge=1, description="Sessions sharing one loaded model.")
     max_objects: int = Field(16, ge=1, le=255, description="Objects per session.")
     storage_root: Path = Field(
-        Path("var/sessions"),
+        Path(tempfile.gettempdir()) / "sam2-serve" / "sessions",
         description="Session directories (frames, masks); a shared volume on a cluster.",
     )
     frame_cache_size: int = Field(8, ge=1, description="Decoded frames kept per session (LRU).")

@@ -49,13 +49,17 @@ class SessionEngine:
         self.predictor = predictor if predictor is not None else load_predictor(settings)
         self.executor = ModelExecutor(self.predictor.device)
         self._sessions: dict[str, Session] = {}
-        self._reserved = 0
+        self._creating: set[str] = set()
         self._lock = threading.Lock()
 
     @property
     def active_sessions(self) -> int:
+        return len(self.session_ids())
+
+    def session_ids(self) -> list[str]:
+        """Sessions held or being created: each takes a slot."""
         with self._lock:
-            return len(self._sessions) + self._reserved
+            return [*self._sessions, *self._creating]
 
     @property
     def free_slots(self) -> int:
@@ -73,19 +77,21 @@ class SessionEngine:
         session_id = session_id or new_session_id()
         if not _SESSION_ID.match(session_id):
             raise InvalidRequestError("session ids are 8-64 characters of [A-Za-z0-9_-]")
-        self._reserve()
+        self._reserve(session_id)
         directory = self.settings.storage_root / session_id
         try:
-            if session_id in self._sessions or directory.exists():
-                raise ConflictError(f"session {session_id} already exists")
             directory.mkdir(parents=True)
+        except FileExistsError:
+            self._release(session_id)
+            raise ConflictError(f"session {session_id} already exists") from None
+        try:
             session = self._open(session_id, directory, video, options or VideoOptions())
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
-            self._release()
+            self._release(session_id)
             raise
         with self._lock:
-            self._reserved -= 1
+            self._creating.discard(session_id)
             self._sessions[session_id] = session
         return session.info()
 
@@ -142,15 +148,17 @@ class SessionEngine:
             offload_state_to_cpu=self.settings.offload_state_to_cpu,
         )
 
-    def _reserve(self) -> None:
+    def _reserve(self, session_id: str) -> None:
         with self._lock:
-            if len(self._sessions) + self._reserved >= self.settings.max_sessions:
+            if session_id in self._sessions or session_id in self._creating:
+                raise ConflictError(f"session {session_id} already exists")
+            if len(self._sessions) + len(self._creating) >= self.settings.max_sessions:
                 raise CapacityError(
                     f"all {self.settings.max_sessions} session slots are taken",
                     max_sessions=self.settings.max_sessions,
                 )
-            self._reserved += 1
+            self._creating.add(session_id)
 
-    def _release(self) -> None:
+    def _release(self, session_id: str) -> None:
         with self._lock:
-            self._reserved -= 1
+            self._creating.discard(session_id)

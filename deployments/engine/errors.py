@@ -1,5 +1,6 @@
-"""The engine's one exception hierarchy. Each class carries a stable snake_case ``code``; the
-ingress maps classes to HTTP statuses in one place."""
+"""sam2-serve's one exception hierarchy. Each class carries a stable snake_case ``code``; the
+ingress maps classes to HTTP statuses in one place (``ingress/errors.py``). The engine raises
+most of them; the serving layer raises the rest (capacity, routing, limits, deadlines)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ class EngineError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
+
+    def __reduce__(self) -> tuple:
+        """Keep the details when Ray carries the error from a replica to the ingress."""
+        return _rebuild, (type(self), self.message, self.details)
 
 
 class NotFoundError(EngineError):
@@ -69,3 +74,31 @@ class ModelLoadError(EngineError):
     """The model cannot be built: unknown name, missing checkpoint, bad config."""
 
     code = "model_load_failed"
+
+
+class SessionUnavailableError(EngineError):
+    """The replica that holds the session is gone or not reachable right now."""
+
+    code = "session_unavailable"
+
+
+class ForbiddenPathError(EngineError):
+    """A server-side path outside the allowed root."""
+
+    code = "forbidden_path"
+
+
+class UnsupportedMediaError(EngineError):
+    """A request body of a media type the route does not take."""
+
+    code = "unsupported_media_type"
+
+
+class DeadlineExceededError(EngineError):
+    """The request ran past its time budget."""
+
+    code = "deadline_exceeded"
+
+
+def _rebuild(cls: type[EngineError], message: str, details: dict[str, Any]) -> EngineError:
+    return cls(message, **details)

@@ -47,6 +47,10 @@ class ModelExecutor:
         """Submit and wait."""
         return self.submit(owner, fn).result()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def queued(self) -> int:
         with self._cond:
             return sum(len(q) for q in self._queues.values())

@@ -45,6 +45,7 @@ from deployments.engine.types import (
     SessionInfo,
     VideoInfo,
 )
+from deployments.engine.video import frame_path
 
 T = TypeVar("T")
 # Logit magnitude given to a mask rebuilt from the MaskStore when it seeds a refinement click
@@ -126,6 +127,11 @@ class Session:
     def objects(self) -> list[ObjectInfo]:
         counts = self.masks.masked_frames()
         return [self._object_info(obj_id, counts) for obj_id in list(self._meta)]
+
+    def frame_file(self, frame_index: int) -> Path:
+        """The processed frame's JPEG (frame space); FrameOutOfRangeError outside the video."""
+        self._check_frame(frame_index)
+        return frame_path(self.frames.frames_dir, frame_index)
 
     def state_nbytes(self) -> int:
         """Bytes of SAM 2 state tensors plus decoded frames this session holds."""

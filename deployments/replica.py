@@ -1,0 +1,204 @@
+"""``SAM2Replica``: the Ray Serve deployment, a thin shell over one ``SessionEngine``.
+
+The model is loaded once per replica. Engine calls block (they wait on the model thread), so
+every one runs in a thread pool and the replica's event loop stays free for Serve's health
+checks and for other sessions. Every session-scoped method takes ``owner``, the replica id the
+ingress found in the session store, and refuses a request that reached the wrong replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from ray import serve
+
+from deployments.autoscaling import ACTIVE_SESSIONS
+from deployments.config import ServiceSettings
+from deployments.engine import (
+    FrameMasks,
+    NotFoundError,
+    ObjectInfo,
+    Prompt,
+    PromptResult,
+    PropagationDone,
+    PropagationEvent,
+    PropagationRequest,
+    Session,
+    SessionEngine,
+    SessionInfo,
+    SessionUnavailableError,
+    VideoOptions,
+)
+from deployments.metrics import ReplicaMetrics
+
+T = TypeVar("T")
+CREATE_METHOD = "create_session"
+
+
+class SAM2Replica:
+    """Holds up to ``max_sessions`` sessions over one loaded SAM 2 model."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = ServiceSettings(**settings)
+        self.engine = SessionEngine(self.settings)
+        self.replica_id = serve.get_replica_context().replica_id.unique_id
+        self._pool = ThreadPoolExecutor(
+            max_workers=self.settings.max_ongoing_requests, thread_name_prefix="engine-call"
+        )
+        self._metrics = ReplicaMetrics(self.engine.model_name)
+
+    # ---- Serve hooks -------------------------------------------------------------------------
+
+    async def check_health(self) -> None:
+        """Runs on the event loop, so a blocked loop fails it; also checks the model thread."""
+        if not self.engine.executor.alive:
+            raise RuntimeError("the model thread has stopped")
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        return {ACTIVE_SESSIONS: float(self.engine.active_sessions)}
+
+    def record_routing_stats(self) -> dict[str, Any]:
+        """Read by the ingress's session router (placement) and by /health."""
+        self._metrics.active_sessions.set(self.engine.active_sessions)
+        return self.status()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "replica": self.replica_id,
+            "model": self.engine.model_name,
+            "active_sessions": self.engine.active_sessions,
+            "max_sessions": self.settings.max_sessions,
+            "free_slots": self.engine.free_slots,
+            "sessions": self.engine.session_ids(),
+            "queued": self.engine.executor.queued(),
+            "gpu_memory_mb": _gpu_memory_mb(self.engine.predictor.device),
+        }
+
+    def __del__(self) -> None:
+        """Free every session (model state, frames, masks) when Serve stops the replica."""
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
+
+    # ---- sessions ----------------------------------------------------------------------------
+
+    async def create_session(
+        self, *, session_id: str, video: str, options: VideoOptions, is_upload: bool
+    ) -> tuple[SessionInfo, str]:
+        """Ingest ``video`` (a file on the shared storage) as a new session; returns its info
+        and this replica's id. An upload file is removed either way."""
+        try:
+            info = await self._call(self.engine.create_session, Path(video), options, session_id)
+        finally:
+            if is_upload:
+                Path(video).unlink(missing_ok=True)
+        self._metrics.active_sessions.set(self.engine.active_sessions)
+        return info, self.replica_id
+
+    async def session_info(self, *, session_id: str, owner: str) -> SessionInfo:
+        return self._session(session_id, owner).info()
+
+    async def delete_session(self, *, session_id: str, owner: str) -> None:
+        self._session(session_id, owner)
+        await self._call(self.engine.delete_session, session_id)
+        self._metrics.active_sessions.set(self.engine.active_sessions)
+
+    async def reset(self, *, session_id: str, owner: str) -> SessionInfo:
+        return await self._call(self._session(session_id, owner).reset)
+
+    async def frame_jpeg(self, *, session_id: str, owner: str, frame_index: int) -> bytes:
+        path = self._session(session_id, owner).frame_file(frame_index)
+        return await self._call(path.read_bytes)
+
+    # ---- objects and prompts -----------------------------------------------------------------
+
+    async def add_prompt(self, *, session_id: str, owner: str, prompt: Prompt) -> PromptResult:
+        session = self._session(session_id, owner)
+        started = time.perf_counter()
+        result = await self._call(session.add_prompt, prompt)
+        self._metrics.click_latency.observe(time.perf_counter() - started)
+        return result
+
+    async def clear_prompts(
+        self, *, session_id: str, owner: str, frame_index: int, obj_id: int | None
+    ) -> FrameMasks:
+        return await self._call(self._session(session_id, owner).clear_prompts, frame_index, obj_id)
+
+    async def objects(self, *, session_id: str, owner: str) -> list[ObjectInfo]:
+        return await self._call(self._session(session_id, owner).objects)
+
+    async def update_object(
+        self, *, session_id: str, owner: str, obj_id: int, name: str | None, category: str | None
+    ) -> ObjectInfo:
+        session = self._session(session_id, owner)
+        return await self._call(session.update_object, obj_id, name, category)
+
+    async def remove_object(self, *, session_id: str, owner: str, obj_id: int) -> None:
+        await self._call(self._session(session_id, owner).remove_object, obj_id)
+
+    # ---- propagation and masks ---------------------------------------------------------------
+
+    async def propagate(
+        self, *, session_id: str, owner: str, request: PropagationRequest
+    ) -> AsyncIterator[PropagationEvent]:
+        """Stream one event per frame, then the summary. An async generator, so a client that
+        disconnects cancels it: the engine then stops after the frame in flight."""
+        session = self._session(session_id, owner)
+        events = await self._call(session.propagate, request)
+        try:
+            while (event := await self._call(next, events, None)) is not None:
+                if isinstance(event, PropagationDone):
+                    self._record_propagation(event)
+                else:
+                    self._metrics.frames_propagated.inc()
+                yield event
+        finally:
+            self._pool.submit(events.close)
+
+    async def cancel_propagation(self, *, session_id: str, owner: str) -> bool:
+        return self._session(session_id, owner).cancel_propagation()
+
+    async def masks(
+        self,
+        *,
+        session_id: str,
+        owner: str,
+        start: int | None,
+        end: int | None,
+        obj_id: int | None,
+    ) -> list[FrameMasks]:
+        session = self._session(session_id, owner)
+        return await self._call(lambda: list(session.masks.frames(start, end, obj_id)))
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _session(self, session_id: str, owner: str) -> Session:
+        if owner != self.replica_id:
+            raise SessionUnavailableError(
+                f"session {session_id} belongs to replica {owner}, not {self.replica_id}"
+            )
+        try:
+            return self.engine.session(session_id)
+        except NotFoundError as exc:
+            raise SessionUnavailableError(
+                f"replica {self.replica_id} no longer holds session {session_id}"
+            ) from exc
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _record_propagation(self, done: PropagationDone) -> None:
+        if done.frames and done.elapsed_s > 0:
+            self._metrics.propagation_fps.set(done.frames / done.elapsed_s)
+
+
+def _gpu_memory_mb(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    return round(torch.cuda.memory_allocated(device) / 2**20, 1)

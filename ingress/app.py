@@ -1,0 +1,44 @@
+"""The FastAPI app and the Serve ingress deployment that serves it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from deployments.config import ServiceSettings
+from ingress import errors
+from ingress.routers import masks, prompts, propagation, service, sessions
+from ingress.service import SessionService
+from session_store import open_store
+
+
+def create_app(session_service: SessionService | None = None) -> FastAPI:
+    """The app with one router per resource; without a service it still serves its OpenAPI
+    schema (docs, schema tests)."""
+    app = FastAPI(
+        title="sam2-serve",
+        version="1.0.0",
+        description="SAM 2 video segmentation sessions. Contract: shared/api/CONTRACT.md.",
+    )
+    for resource in (sessions, prompts, propagation, masks, service):
+        app.include_router(resource.router)
+    errors.install(app)
+    app.state.service = session_service
+    return app
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress()
+class Ingress:
+    """HTTP only: routes, schemas, errors, and routing to the replica that owns a session."""
+
+    def __init__(self, replicas: DeploymentHandle, settings: dict[str, Any]) -> None:
+        config = ServiceSettings(**settings)
+        self._service = SessionService(replicas, open_store(config.redis_url), config)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        """Serve builds the app in the replica, after __init__, around this replica's service."""
+        return create_app(self._service)

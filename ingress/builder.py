@@ -1,0 +1,61 @@
+"""``build_app``: the Serve application from the one settings model. ``serve run`` and
+``serve deploy`` call it with the config's ``args`` (``import_path: ingress.builder:build_app``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from deployments.autoscaling import SessionSlotsPolicy
+from deployments.config import ServiceSettings
+from deployments.replica import SAM2Replica
+from ingress.app import Ingress
+from ingress.routing import SessionRouter
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    settings = ServiceSettings(**(args or {}))
+    settings = settings.model_copy(update={"storage_root": settings.storage_root.resolve()})
+    values = settings.model_dump(mode="json")
+    replica = serve.deployment(SAM2Replica).options(
+        name="SAM2Replica",
+        ray_actor_options={
+            "num_cpus": settings.replica_num_cpus,
+            "num_gpus": settings.replica_num_gpus,
+        },
+        max_ongoing_requests=settings.max_ongoing_requests,
+        request_router_config={
+            "request_router_class": f"{SessionRouter.__module__}:{SessionRouter.__name__}",
+            "request_routing_stats_period_s": settings.routing_stats_period_s,
+            "request_routing_stats_timeout_s": 10,
+        },
+        **_scaling(settings),
+    )
+    ingress = Ingress.options(ray_actor_options={"num_cpus": settings.ingress_num_cpus})
+    return ingress.bind(replica.bind(values), values)
+
+
+def _scaling(settings: ServiceSettings) -> dict[str, Any]:
+    """A fixed replica count when min == max, else autoscaling on active sessions."""
+    if settings.min_replicas >= settings.max_replicas:
+        return {"num_replicas": settings.min_replicas}
+    return {
+        "autoscaling_config": {
+            "min_replicas": settings.min_replicas,
+            "max_replicas": settings.max_replicas,
+            "upscale_delay_s": 0,
+            "downscale_delay_s": 120,
+            "metrics_interval_s": 1,
+            "look_back_period_s": 2,
+            "aggregation_function": "max",
+            "policy": {
+                "policy_function": f"{SessionSlotsPolicy.__module__}:{SessionSlotsPolicy.__name__}",
+                "policy_kwargs": {
+                    "max_sessions": settings.max_sessions,
+                    "spare_slots": settings.spare_slots,
+                },
+            },
+        }
+    }

@@ -1,0 +1,49 @@
+"""Objects and prompts: clicks, boxes and masks on any frame; objects' names; clearing."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Response
+
+from deployments.engine import ObjectInfo, Prompt, PromptResult
+from ingress.routers.deps import Service
+from ingress.routers.sessions import _ERRORS
+from ingress.schemas import FrameMasksResponse, ObjectList, ObjectPatch
+
+router = APIRouter(prefix="/api/v1/sessions/{session_id}", tags=["objects and prompts"])
+
+
+@router.post("/prompts", response_model=PromptResult, responses=_ERRORS)
+async def add_prompt(session_id: str, prompt: Prompt, service: Service) -> PromptResult:
+    """Points (+/- labels), a box and/or a mask for one object on one frame."""
+    return await service.add_prompt(session_id, prompt)
+
+
+@router.get("/objects", response_model=ObjectList, responses=_ERRORS)
+async def list_objects(session_id: str, service: Service) -> ObjectList:
+    return ObjectList(objects=await service.objects(session_id))
+
+
+@router.patch("/objects/{obj_id}", response_model=ObjectInfo, responses=_ERRORS)
+async def update_object(
+    session_id: str, obj_id: int, patch: ObjectPatch, service: Service
+) -> ObjectInfo:
+    return await service.update_object(session_id, obj_id, patch.name, patch.category)
+
+
+@router.delete("/objects/{obj_id}", status_code=204, responses=_ERRORS)
+async def delete_object(session_id: str, obj_id: int, service: Service) -> Response:
+    await service.remove_object(session_id, obj_id)
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/frames/{frame_index}/prompts", response_model=FrameMasksResponse, responses=_ERRORS
+)
+async def clear_prompts(
+    session_id: str,
+    frame_index: int,
+    service: Service,
+    obj_id: int | None = Query(None, description="Only this object's prompts."),
+) -> FrameMasksResponse:
+    masks = await service.clear_prompts(session_id, frame_index, obj_id)
+    return FrameMasksResponse(frame_index=masks.frame_index, masks=masks.masks)

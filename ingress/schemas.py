@@ -1,0 +1,103 @@
+"""HTTP request and response schemas of the contract (``shared/api/CONTRACT.md``). Bodies the
+engine already types (prompts, propagation requests, masks, objects) are its models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from deployments.engine import (
+    FrameMask,
+    ObjectInfo,
+    PropagationProgress,
+    VideoInfo,
+    VideoOptions,
+)
+
+
+class Session(BaseModel):
+    session_id: str
+    status: Literal["ready", "restoring", "propagating"]
+    model: str
+    created_at: datetime
+    expires_at: datetime
+    replica: str | None
+    video: VideoInfo
+    objects: list[ObjectInfo]
+    propagation: PropagationProgress | None = None
+
+
+class SessionList(BaseModel):
+    sessions: list[Session]
+
+
+class ServerVideo(VideoOptions):
+    """Create a session from a video already on the server, under ``VIDEO_ROOT``."""
+
+    video_path: str = Field(description="Path relative to the server's VIDEO_ROOT.")
+    model: str | None = Field(None, description="A name from GET /api/v1/models.")
+
+
+class ObjectList(BaseModel):
+    objects: list[ObjectInfo]
+
+
+class ObjectPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=200)
+    category: str | None = Field(None, max_length=200)
+
+
+class FrameMasksResponse(BaseModel):
+    """Masks of one frame (clearing prompts)."""
+
+    frame_index: int
+    masks: list[FrameMask]
+
+
+class MasksResponse(BaseModel):
+    frames: list[FrameMasksResponse]
+
+
+class PropagationSummary(BaseModel):
+    frames: int
+    elapsed_s: float
+    cancelled: bool
+
+
+class CancelResult(BaseModel):
+    cancelled: bool
+
+
+class Health(BaseModel):
+    ready: bool
+    replicas: int
+    active_sessions: int
+    capacity: int
+    queued_requests: int
+    gpu_memory_mb: float | None
+
+
+class ModelEntry(BaseModel):
+    name: str
+    config: str
+    checkpoint: str
+    loaded: bool
+
+
+class ModelList(BaseModel):
+    default: str
+    models: list[ModelEntry]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: dict = Field(default_factory=dict)
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,312 @@
+"""``SessionService``: what the routes do, between the session store and the SAM 2 replicas.
+
+It reads a session's owner from the store and sends the request to that replica (the
+``SessionRouter`` keeps it there), keeps the store's record, objects and prompt log in step with
+what the replica applied, and enforces the time budgets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ray.serve.handle import DeploymentHandle
+
+from deployments.config import ServiceSettings
+from deployments.engine import (
+    DeadlineExceededError,
+    FrameMasks,
+    InvalidRequestError,
+    NotFoundError,
+    ObjectInfo,
+    Prompt,
+    PromptResult,
+    PropagationEvent,
+    PropagationRequest,
+    SessionInfo,
+    SessionUnavailableError,
+    VideoOptions,
+    new_session_id,
+)
+from deployments.replica import CREATE_METHOD
+from ingress import routing
+from ingress.schemas import Health, Session
+from session_store import ObjectRecord, SessionRecord, SessionStore
+
+
+class SessionService:
+    def __init__(
+        self, replicas: DeploymentHandle, store: SessionStore, settings: ServiceSettings
+    ) -> None:
+        self.replicas = replicas
+        self.store = store
+        self.settings = settings
+
+    # ---- sessions ----------------------------------------------------------------------------
+
+    async def create(
+        self, video: Path, options: VideoOptions, model: str | None, is_upload: bool
+    ) -> Session:
+        """Place a new session on the replica with the most free slots and record it."""
+        if model is not None and model != self.settings.model:
+            raise InvalidRequestError(
+                f"model {model!r} is not served here; this service runs {self.settings.model!r}"
+            )
+        session_id = new_session_id()
+        info, replica = await self._call(
+            CREATE_METHOD,
+            self.settings.create_timeout_s,
+            session_id=session_id,
+            video=str(video),
+            options=options,
+            is_upload=is_upload,
+        )
+        now = datetime.now(UTC)
+        record = SessionRecord(
+            session_id=session_id,
+            model=info.model,
+            replica=replica,
+            created_at=now,
+            last_used_at=now,
+            expires_at=now + timedelta(seconds=self.settings.session_ttl_s),
+            video=info.video.model_dump(mode="json"),
+            options=options.model_dump(mode="json"),
+        )
+        try:
+            await self.store.create(record)
+        except BaseException:
+            await self._call(
+                "delete_session",
+                self.settings.request_timeout_s,
+                session_id=session_id,
+                owner=replica,
+            )
+            raise
+        return _session_view(record, info)
+
+    async def get(self, session_id: str) -> Session:
+        record = await self.record(session_id)
+        info = await self.call(record, "session_info")
+        return _session_view(record, info)
+
+    async def list(self) -> list[Session]:
+        records = await self.store.list()
+        infos = await asyncio.gather(
+            *(self.call(r, "session_info", touch=False) for r in records), return_exceptions=True
+        )
+        return [
+            _session_view(r, info)
+            if isinstance(info, SessionInfo)
+            else _stored_view(r, await self.store.objects(r.session_id))
+            for r, info in zip(records, infos, strict=True)
+        ]
+
+    async def delete(self, session_id: str) -> None:
+        """Free the session on its replica; if that replica is gone, remove its files here
+        (shared storage). The store record goes last, so nothing is left unlisted."""
+        record = await self.record(session_id)
+        try:
+            await self.call(record, "delete_session", touch=False)
+        except SessionUnavailableError:
+            await asyncio.to_thread(
+                shutil.rmtree, self.settings.storage_root / session_id, ignore_errors=True
+            )
+        await self.store.delete(session_id)
+
+    async def reset(self, session_id: str) -> Session:
+        record = await self.record(session_id)
+        info = await self.call(record, "reset")
+        await self.store.clear(session_id)
+        await self.store.append_log(session_id, {"op": "reset"})
+        return _session_view(record, info)
+
+    async def frame_jpeg(self, session_id: str, frame_index: int) -> bytes:
+        return await self.call(await self.record(session_id), "frame_jpeg", frame_index=frame_index)
+
+    # ---- objects and prompts -----------------------------------------------------------------
+
+    async def add_prompt(self, session_id: str, prompt: Prompt) -> PromptResult:
+        record = await self.record(session_id)
+        result: PromptResult = await self.call(record, "add_prompt", prompt=prompt)
+        if result.obj_id not in {o.obj_id for o in await self.store.objects(session_id)}:
+            await self.store.put_object(session_id, ObjectRecord(obj_id=result.obj_id))
+        entry = prompt.model_copy(update={"obj_id": result.obj_id}).model_dump(mode="json")
+        await self.store.append_log(session_id, {"op": "prompt", "prompt": entry})
+        return result
+
+    async def clear_prompts(
+        self, session_id: str, frame_index: int, obj_id: int | None
+    ) -> FrameMasks:
+        record = await self.record(session_id)
+        masks = await self.call(record, "clear_prompts", frame_index=frame_index, obj_id=obj_id)
+        await self.store.append_log(
+            session_id, {"op": "clear", "frame_index": frame_index, "obj_id": obj_id}
+        )
+        return masks
+
+    async def objects(self, session_id: str) -> list[ObjectInfo]:
+        return await self.call(await self.record(session_id), "objects")
+
+    async def update_object(
+        self, session_id: str, obj_id: int, name: str | None, category: str | None
+    ) -> ObjectInfo:
+        record = await self.record(session_id)
+        info: ObjectInfo = await self.call(
+            record, "update_object", obj_id=obj_id, name=name, category=category
+        )
+        await self.store.put_object(
+            session_id, ObjectRecord(obj_id=obj_id, name=info.name, category=info.category)
+        )
+        return info
+
+    async def remove_object(self, session_id: str, obj_id: int) -> None:
+        record = await self.record(session_id)
+        await self.call(record, "remove_object", obj_id=obj_id)
+        await self.store.delete_object(session_id, obj_id)
+        await self.store.append_log(session_id, {"op": "remove_object", "obj_id": obj_id})
+
+    # ---- propagation and masks ---------------------------------------------------------------
+
+    async def propagate(
+        self, session_id: str, request: PropagationRequest
+    ) -> AsyncIterator[PropagationEvent]:
+        """Start a propagation on the owner; errors before the first frame raise here (so they
+        get their HTTP status), later ones from the returned iterator."""
+        record = await self.record(session_id)
+        await self._touch(record)
+        stream = self.replicas.options(method_name="propagate", stream=True).remote(
+            session_id=session_id, owner=record.replica, request=request
+        )
+        try:
+            first = await asyncio.wait_for(stream.__anext__(), self.settings.request_timeout_s)
+        except BaseException:
+            stream.cancel()
+            raise
+        await self.store.update(session_id, status="propagating")
+        return self._events(session_id, first, stream)
+
+    async def cancel_propagation(self, session_id: str) -> bool:
+        return await self.call(await self.record(session_id), "cancel_propagation")
+
+    async def masks(
+        self, session_id: str, start: int | None, end: int | None, obj_id: int | None
+    ) -> list[FrameMasks]:
+        return await self.call(
+            await self.record(session_id), "masks", start=start, end=end, obj_id=obj_id
+        )
+
+    # ---- service -----------------------------------------------------------------------------
+
+    async def health(self) -> Health:
+        stats = await self._replica_stats()
+        reporting = [s for s in stats if "max_sessions" in s]
+        gpu = [s["gpu_memory_mb"] for s in reporting if s.get("gpu_memory_mb") is not None]
+        return Health(
+            ready=bool(reporting),
+            replicas=len(stats),
+            active_sessions=sum(s["active_sessions"] for s in reporting),
+            capacity=sum(s["max_sessions"] for s in reporting),
+            queued_requests=sum(s["queued"] for s in reporting),
+            gpu_memory_mb=sum(gpu) if gpu else None,
+        )
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    async def record(self, session_id: str) -> SessionRecord:
+        record = await self.store.get(session_id)
+        if record is None:
+            raise NotFoundError(f"session {session_id} not found", session_id=session_id)
+        return record
+
+    async def call(self, record: SessionRecord, method: str, touch: bool = True, **kwargs) -> Any:
+        """Call ``method`` on the session's owner within the request's time budget."""
+        if touch:
+            await self._touch(record)
+        return await self._call(
+            method,
+            self.settings.request_timeout_s,
+            session_id=record.session_id,
+            owner=record.replica,
+            **kwargs,
+        )
+
+    async def _call(self, method: str, timeout_s: float, **kwargs: Any) -> Any:
+        response = self.replicas.options(method_name=method).remote(**kwargs)
+        try:
+            return await asyncio.wait_for(response, timeout_s)
+        except TimeoutError:
+            response.cancel()
+            raise DeadlineExceededError(
+                f"{method} took longer than its {timeout_s:g}s budget", budget_s=timeout_s
+            ) from None
+
+    async def _touch(self, record: SessionRecord) -> None:
+        now = datetime.now(UTC)
+        expires = now + timedelta(seconds=self.settings.session_ttl_s)
+        await self.store.update(record.session_id, last_used_at=now, expires_at=expires)
+        record.last_used_at, record.expires_at = now, expires
+
+    async def _events(
+        self, session_id: str, first: PropagationEvent, stream: Any
+    ) -> AsyncIterator[PropagationEvent]:
+        deadline = asyncio.get_running_loop().time() + self.settings.propagate_timeout_s
+        try:
+            yield first
+            while True:
+                remaining = deadline - asyncio.get_running_loop().time()
+                try:
+                    event = await asyncio.wait_for(stream.__anext__(), max(remaining, 0))
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise DeadlineExceededError(
+                        "the propagation ran past its time budget",
+                        budget_s=self.settings.propagate_timeout_s,
+                    ) from None
+                yield event
+        finally:
+            stream.cancel()
+            await self.store.update(session_id, status="ready")
+
+    async def _replica_stats(self) -> list[dict[str, Any]]:
+        """Each replica's latest routing stats, as this process's session router holds them."""
+        if not routing.live_routers:
+            await self._call("status", self.settings.request_timeout_s)  # starts the router
+        by_replica: dict[str, dict[str, Any]] = {}
+        for router in list(routing.live_routers):
+            for stats in router.replica_stats():
+                by_replica[stats.get("replica", str(len(by_replica)))] = stats
+        return list(by_replica.values())
+
+
+def _session_view(record: SessionRecord, info: SessionInfo) -> Session:
+    return Session(
+        session_id=record.session_id,
+        status=info.status,
+        model=record.model,
+        created_at=record.created_at,
+        expires_at=record.expires_at,
+        replica=record.replica,
+        video=info.video,
+        objects=info.objects,
+        propagation=info.propagation,
+    )
+
+
+def _stored_view(record: SessionRecord, objects: list[ObjectRecord]) -> Session:
+    """What the store alone knows, when the owner cannot answer."""
+    return Session(
+        session_id=record.session_id,
+        status=record.status,
+        model=record.model,
+        created_at=record.created_at,
+        expires_at=record.expires_at,
+        replica=record.replica,
+        video=record.video,
+        objects=[ObjectInfo(**o.model_dump()) for o in objects],
+        propagation=None,
+    )

@@ -2,8 +2,9 @@
 ``RequestRouter``, configured on the replica deployment with ``request_router_config``).
 
 - ``create_session`` goes to the replica with the most free session slots (from the replicas'
-  ``record_routing_stats``, minus sessions this router placed that the stats do not show yet);
-  with none free it fails at once with ``CapacityError``.
+  ``record_routing_stats``, minus sessions this router placed that the stats do not show yet).
+  Stats lag by up to a period, so the replica itself has the last word on capacity: a full
+  one refuses with ``CapacityError`` (503) at once.
 - A call with ``owner=<replica id>`` (the owner the ingress read from the session store) goes to
   that replica and never elsewhere; it waits while the replica is busy, and fails at once with
   ``SessionUnavailableError`` when the replica is gone.
@@ -24,7 +25,7 @@ from typing import Any
 
 from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
 
-from deployments.engine.errors import CapacityError, EngineError, SessionUnavailableError
+from deployments.engine.errors import EngineError, SessionUnavailableError
 from deployments.replica import CREATE_METHOD
 
 # The routers of this process, for /health. Serve pickles the router class by value, so the
@@ -74,24 +75,18 @@ class SessionRouter(RequestRouter):
         self, request: PendingRequest, candidates: list[RunningReplica]
     ) -> list[list[RunningReplica]]:
         best = max(candidates, key=lambda r: (self._free_slots(r), r.replica_id.unique_id))
-        if self._free_slots(best) <= 0:
-            return self._fail(
-                request, CapacityError("every SAM 2 replica is full; try again later"), candidates
-            )
         self._placed[request.kwargs["session_id"]] = (best.replica_id, time.monotonic())
         return [[best]]
 
     def _free_slots(self, replica: RunningReplica) -> int:
         """Free slots the replica reported, less sessions placed on it since that report."""
         stats = replica.routing_stats or {}
-        if "free_slots" not in stats:
-            return 0  # not reporting yet: still loading its model
-        reported, now = set(stats["sessions"]), time.monotonic()
+        reported, now = set(stats.get("sessions", ())), time.monotonic()
         for session_id, (_, when) in list(self._placed.items()):
             if session_id in reported or now - when > self._placement_grace_s:
                 del self._placed[session_id]
         unseen = sum(1 for rid, _ in self._placed.values() if rid == replica.replica_id)
-        return stats["free_slots"] - unseen
+        return stats.get("free_slots", 0) - unseen  # no stats yet: count as full
 
     def _fail(
         self, request: PendingRequest, error: EngineError, candidates: list[RunningReplica]

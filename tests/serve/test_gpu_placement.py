@@ -1,0 +1,44 @@
+"""Fractional GPUs: on a cluster with one (declared) GPU, three 0.33-GPU replicas start and a
+fourth stays pending. The GPU is logical here; the model runs on the CPU."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import ray
+from ray import serve
+from ray.serve.api import _run
+
+from ingress.builder import build_app
+from tests.serve.conftest import stack_settings
+
+
+@pytest.fixture
+def one_gpu_cluster():
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    yield
+    serve.shutdown()
+    ray.shutdown()
+
+
+def replica_states(app: str) -> dict[str, int]:
+    deployment = serve.status().applications[app].deployments["SAM2Replica"]
+    return {str(state): count for state, count in deployment.replica_states.items()}
+
+
+def test_three_third_gpu_replicas_start_and_a_fourth_pends(one_gpu_cluster, tmp_path):
+    settings = stack_settings(tmp_path, min_replicas=4, max_replicas=4, replica_num_gpus=0.33)
+    # serve.run would wait forever for the fourth replica: deploy without waiting.
+    _run(build_app(settings), name="gpu", route_prefix="/gpu", _blocking=False)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        states = replica_states("gpu")
+        if states.get("RUNNING") == 3:
+            break
+        time.sleep(1)
+    time.sleep(5)  # the fourth keeps waiting for GPU
+    states = replica_states("gpu")
+    assert states.get("RUNNING") == 3, states
+    assert sum(states.values()) == 4  # the fourth exists and is not running
+    assert ray.available_resources().get("GPU", 0) < 0.33

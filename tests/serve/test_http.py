@@ -1,0 +1,192 @@
+"""End to end over HTTP: two SAM 2 replicas behind the ingress, sessions in real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+from pycocotools import mask as mask_utils
+
+from tests.serve.conftest import deploy, stack_settings
+
+NUM_FRAMES = 16
+
+
+@pytest.fixture(scope="module")
+def stack(http_port, redis_server, tmp_path_factory):
+    settings = stack_settings(tmp_path_factory.mktemp("sessions"), redis_url=redis_server.url)
+    return deploy(http_port, "app", settings)
+
+
+@pytest.fixture
+def clean(stack):
+    """Delete the test's sessions afterwards so every test starts with free slots."""
+    yield
+    for session in stack.client.get("/api/v1/sessions").json()["sessions"]:
+        stack.client.delete(f"/api/v1/sessions/{session['session_id']}")
+
+
+async def _create_two(stack, video):
+    async with stack.async_client() as client:
+
+        async def create():
+            with video.open("rb") as data:
+                files = {"file": ("clip.mp4", data.read(), "video/mp4")}
+            return await client.post("/api/v1/sessions", files=files)
+
+        return await asyncio.gather(create(), create())
+
+
+def test_two_sessions_created_together_land_on_different_replicas(stack, video, clean):
+    first, second = asyncio.run(_create_two(stack, video))
+    assert first.status_code == second.status_code == 201, (first.text, second.text)
+    assert first.json()["replica"] != second.json()["replica"]
+
+
+def test_upload_clicks_stream_masks_delete_all_on_the_owner(stack, video, clean):
+    created = stack.upload(video, max_side="160")
+    assert created.status_code == 201, created.text
+    session = created.json()
+    sid, owner = session["session_id"], session["replica"]
+    assert session["video"]["num_frames"] == NUM_FRAMES and session["status"] == "ready"
+    base = f"/api/v1/sessions/{sid}"
+
+    one = stack.client.post(f"{base}/prompts", json={"frame_index": 0, "points": [[40, 60]]})
+    two = stack.client.post(
+        f"{base}/prompts", json={"frame_index": 5, "box": [100, 10, 150, 50], "obj_id": 2}
+    )
+    assert (one.status_code, two.status_code) == (200, 200), (one.text, two.text)
+    assert one.json()["obj_id"] == 1 and [m["obj_id"] for m in two.json()["masks"]] == [2]
+    assert stack.client.get(base).json()["replica"] == owner
+
+    lines = []
+    with stack.client.stream(
+        "POST",
+        f"{base}/propagate",
+        json={"direction": "both"},
+        headers={"Accept": "application/x-ndjson"},
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("application/x-ndjson")
+        lines = [json.loads(line) for line in response.iter_lines() if line]
+    *frames, done = lines
+    assert all(f["type"] == "frame" for f in frames) and done["type"] == "done"
+    assert sorted(f["frame_index"] for f in frames) == list(range(NUM_FRAMES))
+    assert all([m["obj_id"] for m in f["masks"]] == [1, 2] for f in frames)
+    assert done["frames"] == NUM_FRAMES and done["cancelled"] is False
+
+    masks = stack.client.get(f"{base}/masks", params={"obj_id": 2}).json()["frames"]
+    assert [f["frame_index"] for f in masks] == list(range(NUM_FRAMES))
+    rle = masks[3]["masks"][0]["rle"]
+    decoded = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()})
+    assert decoded.shape == (120, 160) and int(decoded.sum()) == masks[3]["masks"][0]["area"]
+
+    objects = stack.client.get(f"{base}/objects").json()["objects"]
+    assert [(o["obj_id"], o["prompt_frames"], o["masked_frames"] >= 0) for o in objects] == [
+        (1, [0], True),
+        (2, [5], True),
+    ]
+    assert stack.client.get(base).json()["replica"] == owner
+    assert stack.client.get(f"{base}/frames/3").headers["content-type"] == "image/jpeg"
+
+    assert stack.client.delete(base).status_code == 204
+    assert stack.client.get(base).status_code == 404
+    assert stack.client.delete(base).status_code == 404
+    assert (stack.settings["storage_root"] + f"/{sid}") not in str(list(_tree(stack)))
+
+
+def test_json_propagation_summary_and_prompt_edits(stack, video, clean):
+    sid = stack.upload(video).json()["session_id"]
+    base = f"/api/v1/sessions/{sid}"
+    stack.client.post(f"{base}/prompts", json={"frame_index": 2, "points": [[40, 60]]})
+    summary = stack.client.post(f"{base}/propagate", json={"direction": "forward"})
+    assert summary.status_code == 200 and summary.json()["frames"] == NUM_FRAMES - 2
+    patched = stack.client.patch(f"{base}/objects/1", json={"name": "grasper", "category": "tool"})
+    assert (patched.json()["name"], patched.json()["category"]) == ("grasper", "tool")
+    cleared = stack.client.delete(f"{base}/frames/2/prompts", params={"obj_id": 1})
+    assert cleared.status_code == 200 and cleared.json()["frame_index"] == 2
+    assert stack.client.delete(f"{base}/objects/1").status_code == 204
+    assert stack.client.get(f"{base}/objects").json()["objects"] == []
+    reset = stack.client.post(f"{base}/reset")
+    assert reset.status_code == 200 and reset.json()["objects"] == []
+
+
+def test_click_on_b_returns_while_a_propagates_on_the_same_replica(stack, tmp_path, clean):
+    from tests.videos import write_video
+
+    long_video = write_video(tmp_path / "long.mp4", num_frames=60)
+    sessions = [stack.upload(long_video).json() for _ in range(3)]
+    by_replica: dict[str, list[str]] = {}
+    for s in sessions:
+        by_replica.setdefault(s["replica"], []).append(s["session_id"])
+    a, b = next(ids for ids in by_replica.values() if len(ids) == 2)
+    for sid in (a, b):
+        stack.client.post(
+            f"/api/v1/sessions/{sid}/prompts", json={"frame_index": 0, "points": [[40, 60]]}
+        )
+    frames_seen: list[float] = []
+    finished = threading.Event()
+
+    def propagate_a() -> None:
+        with stack.client.stream(
+            "POST",
+            f"/api/v1/sessions/{a}/propagate",
+            json={"direction": "forward"},
+            headers={"Accept": "application/x-ndjson"},
+        ) as response:
+            for line in response.iter_lines():
+                if line and json.loads(line)["type"] == "frame":
+                    frames_seen.append(time.perf_counter())
+        finished.set()
+
+    runner = threading.Thread(target=propagate_a)
+    runner.start()
+    while len(frames_seen) < 3:
+        time.sleep(0.02)
+    before = len(frames_seen)
+    click = stack.client.post(
+        f"/api/v1/sessions/{b}/prompts", json={"frame_index": 9, "points": [[60, 60]]}
+    )
+    during = len(frames_seen)
+    b_returned_before_a_finished = not finished.is_set()
+    runner.join()
+    assert click.status_code == 200
+    assert b_returned_before_a_finished
+    assert during - before <= 3  # A streamed on; B waited for about one of A's frames
+    assert len(frames_seen) == 60
+
+
+def test_unknown_session_and_bad_inputs_get_contract_errors(stack, tmp_path, clean):
+    missing = stack.client.get("/api/v1/sessions/nosuchsession")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all" * 100)
+    bad = stack.upload(junk)
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_video"
+    wrong_type = stack.client.post(
+        "/api/v1/sessions", content=b"x", headers={"content-type": "text/plain"}
+    )
+    assert wrong_type.status_code == 415
+    no_file = stack.client.post("/api/v1/sessions", files={"other": ("a", b"x")})
+    assert no_file.status_code == 422
+    assert list(_tree(stack)) == []  # nothing left behind by the failures
+
+
+def test_health_docs_and_openapi(stack):
+    health = stack.client.get("/health").json()
+    assert health["ready"] and health["replicas"] == 2 and health["capacity"] == 4
+    assert stack.client.get("/docs").status_code == 200
+    paths = stack.client.get("/openapi.json").json()["paths"]
+    assert "/api/v1/sessions/{session_id}/propagate" in paths
+
+
+def _tree(stack):
+    """Session directories and uploads left under the storage root."""
+    from pathlib import Path
+
+    root = Path(stack.settings["storage_root"])
+    uploads = list((root / ".uploads").glob("*")) if (root / ".uploads").exists() else []
+    return [p for p in root.glob("*") if p.name != ".uploads"] + uploads

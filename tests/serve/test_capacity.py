@@ -16,3 +16,22 @@ def test_session_beyond_capacity_gets_503_with_retry_after(http_port, video, tmp
     assert refused.json()["error"]["code"] == "no_capacity"
     stack.client.delete(f"/api/v1/sessions/{first.json()['session_id']}")
     assert stack.upload(video).status_code == 201
+
+
+def test_request_for_a_session_whose_replica_died_gets_503(http_port, video, tmp_path):
+    import ray
+
+    settings = stack_settings(tmp_path, min_replicas=1, max_replicas=1, max_sessions=2)
+    stack = deploy(http_port, "dies", settings)
+    created = stack.upload(video).json()
+    actor = ray.get_actor(
+        f"SERVE_REPLICA::dies#SAM2Replica#{created['replica']}", namespace="serve"
+    )
+    ray.kill(actor, no_restart=True)
+    click = stack.client.post(
+        f"/api/v1/sessions/{created['session_id']}/prompts",
+        json={"frame_index": 0, "points": [[40, 60]]},
+    )
+    assert click.status_code == 503
+    assert click.json()["error"]["code"] == "session_unavailable"
+    assert "Retry-After" in click.headers

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local test clusters without token auth
 
 from pathlib import Path
 

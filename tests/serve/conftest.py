@@ -3,13 +3,10 @@ random weights, image size 256) and a real redis-server."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import httpx
 import pytest

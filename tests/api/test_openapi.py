@@ -1,0 +1,54 @@
+"""The OpenAPI schema lists the contract's routes (those built so far) with typed bodies."""
+
+from __future__ import annotations
+
+from ingress.app import create_app
+
+CONTRACT_ROUTES = {
+    ("post", "/api/v1/sessions"),
+    ("get", "/api/v1/sessions"),
+    ("get", "/api/v1/sessions/{session_id}"),
+    ("delete", "/api/v1/sessions/{session_id}"),
+    ("post", "/api/v1/sessions/{session_id}/reset"),
+    ("get", "/api/v1/sessions/{session_id}/frames/{frame_index}"),
+    ("post", "/api/v1/sessions/{session_id}/prompts"),
+    ("get", "/api/v1/sessions/{session_id}/objects"),
+    ("patch", "/api/v1/sessions/{session_id}/objects/{obj_id}"),
+    ("delete", "/api/v1/sessions/{session_id}/objects/{obj_id}"),
+    ("delete", "/api/v1/sessions/{session_id}/frames/{frame_index}/prompts"),
+    ("post", "/api/v1/sessions/{session_id}/propagate"),
+    ("post", "/api/v1/sessions/{session_id}/propagate/cancel"),
+    ("get", "/api/v1/sessions/{session_id}/masks"),
+    ("get", "/health"),
+    ("get", "/api/v1/models"),
+}
+
+
+def schema() -> dict:
+    return create_app().openapi()
+
+
+def test_every_contract_route_is_in_the_schema():
+    paths = schema()["paths"]
+    listed = {(method, path) for path, item in paths.items() for method in item}
+    assert listed == CONTRACT_ROUTES
+
+
+def test_session_creation_takes_multipart_or_json():
+    body = schema()["paths"]["/api/v1/sessions"]["post"]["requestBody"]["content"]
+    assert set(body) == {"multipart/form-data", "application/json"}
+    assert "file" in body["multipart/form-data"]["schema"]["required"]
+
+
+def test_errors_are_documented_with_the_contract_body():
+    spec = schema()
+    prompts = spec["paths"]["/api/v1/sessions/{session_id}/prompts"]["post"]["responses"]
+    assert {"404", "422", "503"} <= set(prompts)
+    error = spec["components"]["schemas"]["ErrorBody"]
+    assert error["properties"]["error"]["$ref"].endswith("/ErrorDetail")
+
+
+def test_propagation_documents_the_ndjson_stream():
+    responses = schema()["paths"]["/api/v1/sessions/{session_id}/propagate"]["post"]["responses"]
+    assert "application/x-ndjson" in responses["200"]["content"]
+    assert "409" in responses

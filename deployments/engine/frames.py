@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -33,6 +33,7 @@ class FrameSource:
         self.image_size = image_size
         self.cache_size = cache_size
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._prefetching: dict[int, Future[torch.Tensor]] = {}
         self._lock = threading.Lock()
         self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-prefetch")
 
@@ -47,14 +48,25 @@ class FrameSource:
             if tensor is not None:
                 self._cache.move_to_end(index)
                 return tensor
-        tensor = self._load(index)
-        self._remember(index, tensor)
-        return tensor
+            pending = self._prefetching.get(index)
+        if pending is not None:
+            return pending.result()  # being decoded already: wait rather than decode twice
+        return self._load_and_remember(index)
 
     def prefetch(self, index: int) -> None:
         """Decode ``index`` in the background so the next model step finds it cached."""
-        if 0 <= index < self.num_frames and index not in self._cache:
-            self._prefetcher.submit(self.__getitem__, index)
+        with self._lock:
+            if not 0 <= index < self.num_frames or index in self._cache:
+                return
+            if index not in self._prefetching:
+                self._prefetching[index] = self._prefetcher.submit(self._prefetch, index)
+
+    def _prefetch(self, index: int) -> torch.Tensor:
+        try:
+            return self._load_and_remember(index)
+        finally:
+            with self._lock:
+                self._prefetching.pop(index, None)
 
     def read_rgb(self, index: int) -> np.ndarray:
         """The processed frame as an RGB uint8 array (frame space)."""
@@ -71,6 +83,11 @@ class FrameSource:
         self._prefetcher.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             self._cache.clear()
+
+    def _load_and_remember(self, index: int) -> torch.Tensor:
+        tensor = self._load(index)
+        self._remember(index, tensor)
+        return tensor
 
     def _load(self, index: int) -> torch.Tensor:
         rgb = self.read_rgb(index)

@@ -65,3 +65,14 @@ def test_frame_cache_is_bounded(engine, long_video):
     assert len(session.frames._cache) == engine.settings.frame_cache_size
     assert session.frames.cache_nbytes() == engine.settings.frame_cache_size * 3 * 256 * 256 * 4
     assert np.isfinite(session.frames[3].numpy()).all()
+
+
+def test_prefetched_frame_is_decoded_once(engine, long_video, monkeypatch):
+    session = engine.session(engine.create_session(long_video).session_id)
+    frames = session.frames
+    loads: list[int] = []
+    original = frames._load
+    monkeypatch.setattr(frames, "_load", lambda i: loads.append(i) or original(i))
+    frames.prefetch(7)
+    first, again = frames[7], frames[7]
+    assert first is again and loads == [7]

@@ -9,6 +9,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 from deployments.engine.config import EngineSettings
 from deployments.engine.engine import SessionEngine, new_session_id
 from deployments.engine.errors import (
+    BadImageError,
     BadVideoError,
     CapacityError,
     ConflictError,
@@ -46,6 +47,7 @@ from deployments.engine.types import (
 __all__ = [
     "REGISTRY",
     "RLE",
+    "BadImageError",
     "BadVideoError",
     "CapacityError",
     "ConflictError",

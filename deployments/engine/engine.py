@@ -12,6 +12,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from deployments.engine.config import EngineSettings
@@ -24,8 +25,8 @@ from deployments.engine.errors import (
 from deployments.engine.executor import ModelExecutor
 from deployments.engine.models import load_predictor, resolve_spec
 from deployments.engine.session import Session
-from deployments.engine.types import SessionInfo, VideoOptions
-from deployments.engine.video import ingest_video
+from deployments.engine.types import Prompt, PromptResult, SessionInfo, VideoInfo, VideoOptions
+from deployments.engine.video import ingest_video, write_single_frame
 
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 VIDEO_INFO_FILE = "video.json"
@@ -95,6 +96,24 @@ class SessionEngine:
             self._sessions[session_id] = session
         return session.info()
 
+    def segment_image(self, image_rgb: np.ndarray, prompt: Prompt) -> PromptResult:
+        """One image through the video engine as a one-frame session: it takes a slot for the
+        duration of the call and leaves nothing behind. Raises CapacityError and the prompt's
+        errors."""
+        session_id = new_session_id()
+        self._reserve(session_id)
+        directory = self.settings.storage_root / session_id
+        try:
+            video = write_single_frame(image_rgb, directory / "frames", self.settings.jpeg_quality)
+            session = self._new_session(session_id, directory, video)
+            try:
+                return session.add_prompt(prompt)
+            finally:
+                session.close()
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+            self._release(session_id)
+
     def session(self, session_id: str) -> Session:
         """The open session; NotFoundError otherwise."""
         with self._lock:
@@ -136,6 +155,9 @@ class SessionEngine:
             max_frames=self.settings.max_video_frames,
         )
         (directory / VIDEO_INFO_FILE).write_text(info.model_dump_json(indent=1))
+        return self._new_session(session_id, directory, info)
+
+    def _new_session(self, session_id: str, directory: Path, info: VideoInfo) -> Session:
         return Session(
             session_id,
             directory,

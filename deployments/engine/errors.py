@@ -52,6 +52,12 @@ class BadVideoError(EngineError):
     code = "bad_video"
 
 
+class BadImageError(BadVideoError):
+    """Bytes that are not a readable image."""
+
+    code = "bad_image"
+
+
 class VideoTooLargeError(EngineError):
     """A video with more frames than the service accepts."""
 

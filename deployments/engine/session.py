@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal, TypeVar
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,15 @@ from deployments.engine.errors import (
     NotFoundError,
 )
 from deployments.engine.executor import ModelExecutor
+from deployments.engine.exports import (
+    ExportFormat,
+    ExportSource,
+    ReviewItem,
+    render_overlay,
+    write_export,
+    write_track_zip,
+)
+from deployments.engine.exports import review as review_masks
 from deployments.engine.frames import FrameSource
 from deployments.engine.masks import MaskStore, decode_mask, encode_masks
 from deployments.engine.types import (
@@ -133,6 +143,29 @@ class Session:
         self._check_frame(frame_index)
         return frame_path(self.frames.frames_dir, frame_index)
 
+    def export(self, fmt: ExportFormat, target: Path, obj_id: int | None = None) -> None:
+        """Write an export of the stored masks to ``target`` (see ``exports``)."""
+        if obj_id is not None:
+            self._check_object(obj_id)
+        write_export(self._export_source(), fmt, target, obj_id)
+
+    def export_track_zip(self, target: Path) -> None:
+        write_track_zip(self._export_source(), target)
+
+    def overlay_jpeg(self, frame_index: int, quality: int = 90) -> bytes:
+        """The processed frame with every stored mask drawn on it, as JPEG."""
+        self._check_frame(frame_index)
+        rgb = render_overlay(self.frames.read_rgb(frame_index), self.masks.frame(frame_index))
+        ok, data = cv2.imencode(
+            ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+        )
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        return data.tobytes()
+
+    def review(self, score_threshold: float, iou_threshold: float) -> list[ReviewItem]:
+        return review_masks(self.masks, score_threshold, iou_threshold)
+
     def state_nbytes(self) -> int:
         """Bytes of SAM 2 state tensors plus decoded frames this session holds."""
         return self._run(lambda: sam_state.nbytes(self._state))
@@ -231,6 +264,9 @@ class Session:
         self.masks.close()
 
     # ---- internals -----------------------------------------------------------------------------
+
+    def _export_source(self) -> ExportSource:
+        return ExportSource(self.video, self.frames, self.masks, self.objects())
 
     def _run(self, fn: Callable[[], T]) -> T:
         return self._executor.run(self.id, fn)

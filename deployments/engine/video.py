@@ -12,7 +12,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deployments.engine.errors import BadVideoError, InvalidRequestError, VideoTooLargeError
+from deployments.engine.errors import (
+    BadImageError,
+    BadVideoError,
+    InvalidRequestError,
+    VideoTooLargeError,
+)
 from deployments.engine.types import SourceVideo, VideoInfo, VideoOptions
 
 FRAME_NAME = "{:06d}.jpg"
@@ -174,3 +179,36 @@ def _write_one(frame: np.ndarray, path: Path, size: tuple[int, int], params: lis
     if not ok:
         raise BadVideoError(f"could not encode frame {path.stem}")
     path.write_bytes(data.tobytes())
+
+
+def write_single_frame(image_rgb: np.ndarray, frames_dir: Path, jpeg_quality: int) -> VideoInfo:
+    """Store one image as a one-frame video (image segmentation runs as a one-frame session)."""
+    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.size == 0:
+        raise BadImageError("the image must have three colour channels")
+    frames_dir.mkdir(parents=True, exist_ok=True)
+    height, width = image_rgb.shape[:2]
+    _write_one(
+        cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR),
+        frame_path(frames_dir, 0),
+        (width, height),
+        [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality],
+    )
+    source = SourceVideo(width=width, height=height, fps=1.0, num_frames=1, duration_s=1.0)
+    return VideoInfo(
+        num_frames=1,
+        fps=1.0,
+        width=width,
+        height=height,
+        start_time=0.0,
+        end_time=1.0,
+        frame_stride=1,
+        source=source,
+    )
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Image bytes (JPEG, PNG, ...) as RGB; BadImageError when they are not an image."""
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise BadImageError("the upload is not an image OpenCV can read")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

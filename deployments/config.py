@@ -35,6 +35,7 @@ class ServiceSettings(EngineSettings):
     request_timeout_s: float = Field(120, gt=0, description="Time budget of a request (504).")
     create_timeout_s: float = Field(900, gt=0, description="Time budget of a session upload.")
     propagate_timeout_s: float = Field(3600, gt=0, description="Time budget of a propagation.")
+    export_timeout_s: float = Field(900, gt=0, description="Time budget of an export or /track.")
     retry_after_s: int = Field(10, ge=1, description="Retry-After sent with 503.")
     routing_stats_period_s: float = Field(
         1.0, gt=0, description="How often the router refreshes each replica's free slots."
@@ -44,3 +45,8 @@ class ServiceSettings(EngineSettings):
     def upload_dir(self) -> Path:
         """Uploads wait here (on the shared storage) until a replica ingests them."""
         return self.storage_root / ".uploads"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Exports wait here (on the shared storage) while the ingress streams them."""
+        return self.storage_root / ".exports"

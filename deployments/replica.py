@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,10 +36,14 @@ from deployments.engine import (
     SessionUnavailableError,
     VideoOptions,
 )
+from deployments.engine.exports import EXPORTS, ExportFormat, ReviewItem
+from deployments.engine.video import decode_image
 from deployments.metrics import ReplicaMetrics
 
 T = TypeVar("T")
 CREATE_METHOD = "create_session"
+# Calls that take a session slot on whichever replica has the most free ones.
+PLACEMENT_METHODS = frozenset({CREATE_METHOD, "segment_image", "track"})
 
 
 class SAM2Replica:
@@ -176,7 +181,72 @@ class SAM2Replica:
         session = self._session(session_id, owner)
         return await self._call(lambda: list(session.masks.frames(start, end, obj_id)))
 
+    # ---- exports, review, one-shot work ------------------------------------------------------
+
+    async def export(
+        self, *, session_id: str, owner: str, fmt: ExportFormat, obj_id: int | None
+    ) -> str:
+        """Write the export to a spool file on the shared storage; the ingress streams it to the
+        client and removes it."""
+        session = self._session(session_id, owner)
+        target = self._spool_file(EXPORTS[fmt][1])
+        try:
+            await self._call(session.export, fmt, target, obj_id)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        return str(target)
+
+    async def overlay_jpeg(self, *, session_id: str, owner: str, frame_index: int) -> bytes:
+        return await self._call(self._session(session_id, owner).overlay_jpeg, frame_index)
+
+    async def review(
+        self, *, session_id: str, owner: str, score_threshold: float, iou_threshold: float
+    ) -> list[ReviewItem]:
+        session = self._session(session_id, owner)
+        return await self._call(session.review, score_threshold, iou_threshold)
+
+    async def segment_image(
+        self, *, session_id: str, image: bytes, prompt: Prompt
+    ) -> tuple[PromptResult, int, int, float]:
+        """(result, width, height, inference ms) of one image as a one-frame session."""
+        rgb = decode_image(image)
+        started = time.perf_counter()
+        result = await self._call(self.engine.segment_image, rgb, prompt, session_id)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return result, rgb.shape[1], rgb.shape[0], round(elapsed_ms, 1)
+
+    async def track(self, *, session_id: str, video: str, prompt: Prompt) -> str:
+        """``/track``: a short-lived session on the upload (source resolution), the prompt,
+        propagation both ways, a ZIP of one PNG mask per frame; the session and the upload are
+        gone afterwards. Returns the ZIP's spool path."""
+        target = self._spool_file(".zip")
+        try:
+            await self._call(self._track, session_id, Path(video), prompt, target)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        finally:
+            Path(video).unlink(missing_ok=True)
+        return str(target)
+
+    def _track(self, session_id: str, video: Path, prompt: Prompt, target: Path) -> None:
+        self.engine.create_session(video, VideoOptions(), session_id)
+        try:
+            session = self.engine.session(session_id)
+            session.add_prompt(prompt)
+            start = PropagationRequest(direction="both", start_frame_index=prompt.frame_index)
+            for _ in session.propagate(start):
+                pass
+            session.export_track_zip(target)
+        finally:
+            self.engine.delete_session(session_id)
+
     # ---- internals ---------------------------------------------------------------------------
+
+    def _spool_file(self, suffix: str) -> Path:
+        self.settings.spool_dir.mkdir(parents=True, exist_ok=True)
+        return self.settings.spool_dir / f"{uuid.uuid4().hex}{suffix}"
 
     def _session(self, session_id: str, owner: str) -> Session:
         if owner != self.replica_id:

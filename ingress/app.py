@@ -10,7 +10,16 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.config import ServiceSettings
 from ingress import errors
-from ingress.routers import masks, prompts, propagation, service, sessions
+from ingress.routers import (
+    exports,
+    images,
+    masks,
+    prompts,
+    propagation,
+    service,
+    sessions,
+    track,
+)
 from ingress.service import SessionService
 from session_store import open_store
 
@@ -23,7 +32,7 @@ def create_app(session_service: SessionService | None = None) -> FastAPI:
         version="1.0.0",
         description="SAM 2 video segmentation sessions. Contract: shared/api/CONTRACT.md.",
     )
-    for resource in (sessions, prompts, propagation, masks, service):
+    for resource in (sessions, prompts, propagation, masks, exports, images, track, service):
         app.include_router(resource.router)
     errors.install(app)
     app.state.service = session_service

@@ -52,7 +52,8 @@ def unwrap(error: BaseException) -> BaseException:
     return error
 
 
-def status_of(error: e.EngineError) -> int:
+def status_of(error: BaseException) -> int:
+    """The status of the nearest mapped class; 500 for anything unmapped."""
     for cls in type(error).__mro__:
         if cls in STATUS:
             return STATUS[cls]

@@ -1,7 +1,8 @@
 """``SessionRouter``: strict session affinity for the SAM 2 replicas (a Ray Serve
 ``RequestRouter``, configured on the replica deployment with ``request_router_config``).
 
-- ``create_session`` goes to the replica with the most free session slots (from the replicas'
+- ``create_session`` (and the one-shot ``segment_image`` and ``track``, which hold a session
+  slot while they run) goes to the replica with the most free session slots (from the replicas'
   ``record_routing_stats``, minus sessions this router placed that the stats do not show yet).
   Stats lag by up to a period, so the replica itself has the last word on capacity: a full
   one refuses with ``CapacityError`` (503) at once.
@@ -26,7 +27,7 @@ from typing import Any
 from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
 
 from deployments.engine.errors import EngineError, SessionUnavailableError
-from deployments.replica import CREATE_METHOD
+from deployments.replica import PLACEMENT_METHODS
 
 # The routers of this process, for /health. Serve pickles the router class by value, so the
 # class that runs is a copy: it registers itself here through the imported module.
@@ -50,7 +51,7 @@ class SessionRouter(RequestRouter):
         request = pending_request
         if request is None or not candidate_replicas:
             return [candidate_replicas]
-        if request.metadata.call_method == CREATE_METHOD:
+        if request.metadata.call_method in PLACEMENT_METHODS:
             return self._place(request, candidate_replicas)
         owner = request.kwargs.get("owner")
         if owner is None:

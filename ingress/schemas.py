@@ -85,7 +85,8 @@ class ModelEntry(BaseModel):
     name: str
     config: str
     checkpoint: str
-    loaded: bool
+    loaded: bool = Field(description="Whether SAM 2 replicas run this model.")
+    replicas: list[str] = Field(default_factory=list, description="Replicas that loaded it.")
 
 
 class ModelList(BaseModel):
@@ -101,3 +102,36 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+class ReviewFrame(BaseModel):
+    frame_index: int
+    obj_id: int
+    reason: Literal["low_score", "area_jump", "lost"]
+    value: float
+
+
+class ReviewResponse(BaseModel):
+    frames: list[ReviewFrame]
+
+
+class ImagePrompt(BaseModel):
+    """Points (+/- labels) and/or a box on one image."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    points: list[tuple[float, float]] | None = None
+    labels: list[Literal[0, 1]] | None = None
+    box: tuple[float, float, float, float] | None = None
+    normalized: bool = False
+
+
+class ImageRequest(ImagePrompt):
+    image: str = Field(description="The image (JPEG, PNG...) as base64.")
+
+
+class ImageSegmentation(BaseModel):
+    masks: list[FrameMask]
+    width: int
+    height: int
+    inference_ms: float

@@ -32,6 +32,7 @@ from deployments.engine import (
     VideoOptions,
     new_session_id,
 )
+from deployments.engine.exports import ReviewItem
 from deployments.replica import CREATE_METHOD
 from ingress import routing
 from ingress.schemas import Health, Session
@@ -199,10 +200,60 @@ class SessionService:
             await self.record(session_id), "masks", start=start, end=end, obj_id=obj_id
         )
 
+    # ---- exports, review, one-shot work ------------------------------------------------------
+
+    async def export(self, session_id: str, fmt: str, obj_id: int | None) -> Path:
+        record = await self.record(session_id)
+        await self._touch(record)
+        path = await self._call(
+            "export",
+            self.settings.export_timeout_s,
+            session_id=session_id,
+            owner=record.replica,
+            fmt=fmt,
+            obj_id=obj_id,
+        )
+        return Path(path)
+
+    async def overlay_jpeg(self, session_id: str, frame_index: int) -> bytes:
+        record = await self.record(session_id)
+        return await self.call(record, "overlay_jpeg", frame_index=frame_index)
+
+    async def review(
+        self, session_id: str, score_threshold: float, iou_threshold: float
+    ) -> list[ReviewItem]:
+        record = await self.record(session_id)
+        return await self.call(
+            record, "review", score_threshold=score_threshold, iou_threshold=iou_threshold
+        )
+
+    async def segment_image(
+        self, image: bytes, prompt: Prompt
+    ) -> tuple[PromptResult, int, int, float]:
+        """On the replica with the most free slots, as a one-frame session."""
+        return await self._call(
+            "segment_image",
+            self.settings.request_timeout_s,
+            session_id=new_session_id(),
+            image=image,
+            prompt=prompt,
+        )
+
+    async def track(self, video: Path, prompt: Prompt) -> Path:
+        """A short-lived session on the replica with the most free slots; the ZIP's path."""
+        path = await self._call(
+            "track",
+            self.settings.export_timeout_s,
+            session_id=new_session_id(),
+            video=str(video),
+            prompt=prompt,
+        )
+        return Path(path)
+
     # ---- service -----------------------------------------------------------------------------
 
     async def health(self) -> Health:
-        stats = await self._replica_stats()
+        stats = await self.replica_stats()
         reporting = [s for s in stats if "max_sessions" in s]
         gpu = [s["gpu_memory_mb"] for s in reporting if s.get("gpu_memory_mb") is not None]
         return Health(
@@ -272,7 +323,7 @@ class SessionService:
             stream.cancel()
             await self.store.update(session_id, status="ready")
 
-    async def _replica_stats(self) -> list[dict[str, Any]]:
+    async def replica_stats(self) -> list[dict[str, Any]]:
         """Each replica's latest routing stats, as this process's session router holds them."""
         if not routing.live_routers:
             await self._call("status", self.settings.request_timeout_s)  # starts the router

@@ -96,11 +96,13 @@ class SessionEngine:
             self._sessions[session_id] = session
         return session.info()
 
-    def segment_image(self, image_rgb: np.ndarray, prompt: Prompt) -> PromptResult:
+    def segment_image(
+        self, image_rgb: np.ndarray, prompt: Prompt, session_id: str | None = None
+    ) -> PromptResult:
         """One image through the video engine as a one-frame session: it takes a slot for the
         duration of the call and leaves nothing behind. Raises CapacityError and the prompt's
         errors."""
-        session_id = new_session_id()
+        session_id = session_id or new_session_id()
         self._reserve(session_id)
         directory = self.settings.storage_root / session_id
         try:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 
 from ingress.routers.deps import Service
 from ingress.routers.sessions import _ERRORS
-from ingress.schemas import FrameMasksResponse, MasksResponse
+from ingress.schemas import FrameMasksResponse, MasksResponse, ReviewFrame, ReviewResponse
 
 router = APIRouter(prefix="/api/v1/sessions/{session_id}", tags=["masks"])
 
@@ -24,3 +24,17 @@ async def get_masks(
     return MasksResponse(
         frames=[FrameMasksResponse(frame_index=f.frame_index, masks=f.masks) for f in frames]
     )
+
+
+@router.get("/review", response_model=ReviewResponse, responses=_ERRORS)
+async def review(
+    session_id: str,
+    service: Service,
+    score_threshold: float = Query(0.5, ge=0, le=1, description="Scores below it are flagged."),
+    iou_threshold: float = Query(
+        0.5, ge=0, le=1, description="IoU with the previous frame below it is an area jump."
+    ),
+) -> ReviewResponse:
+    """Frames that need a correction, worst first: low score, object lost, abrupt change."""
+    items = await service.review(session_id, score_threshold, iou_threshold)
+    return ReviewResponse(frames=[ReviewFrame(**vars(item)) for item in items])

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
 
 from deployments.engine import PropagationDone, PropagationEvent, PropagationRequest
-from ingress.errors import error_body, unwrap
+from ingress.errors import error_body, status_of, unwrap
 from ingress.routers.deps import Service
 from ingress.routers.sessions import _ERRORS
 from ingress.schemas import CancelResult, PropagationSummary
@@ -51,13 +54,68 @@ async def cancel_propagation(session_id: str, service: Service) -> CancelResult:
     return CancelResult(cancelled=await service.cancel_propagation(session_id))
 
 
+@router.websocket("/propagate/ws")
+async def propagate_ws(websocket: WebSocket, session_id: str) -> None:
+    """The client sends the propagation request as JSON; the server sends the NDJSON stream's
+    messages, one per WebSocket message, then closes. A client that disconnects stops the
+    propagation after the frame being computed."""
+    await websocket.accept()
+    try:
+        request = PropagationRequest.model_validate(await websocket.receive_json())
+        events = await websocket.app.state.service.propagate(session_id, request)
+    except WebSocketDisconnect:
+        return
+    except (ValidationError, ValueError) as exc:
+        message = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+        await _close_with_error(websocket, "validation_error", message, 422)
+        return
+    except Exception as exc:
+        error = unwrap(exc)
+        await _close_with_error(websocket, *_describe(error), status_of(error))
+        return
+    await _stream(websocket, events)
+
+
+async def _stream(websocket: WebSocket, events: AsyncIterator[PropagationEvent]) -> None:
+    """Send events while watching the socket: a disconnect cancels the propagation."""
+
+    async def send_all() -> None:
+        async for event in events:
+            await websocket.send_text(event.model_dump_json())
+
+    sender = asyncio.create_task(send_all())
+    watcher = asyncio.create_task(websocket.receive())
+    done, _ = await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    if sender not in done:  # the client left (or spoke out of turn): stop
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sender
+        await events.aclose()
+        return
+    watcher.cancel()
+    if (exc := sender.exception()) is not None:
+        error = unwrap(exc)
+        await _close_with_error(websocket, *_describe(error), status_of(error))
+        return
+    await websocket.close()
+
+
+async def _close_with_error(websocket: WebSocket, code: str, message: str, status: int) -> None:
+    with contextlib.suppress(Exception):
+        await websocket.send_text(json.dumps({"type": "error", **error_body(code, message)}))
+        await websocket.close(code=4000 + status)
+
+
+def _describe(error: BaseException) -> tuple[str, str]:
+    return getattr(error, "code", "internal_error"), getattr(
+        error, "message", "internal server error"
+    )
+
+
 async def _ndjson(events: AsyncIterator[PropagationEvent]) -> AsyncIterator[str]:
     """Each event as one line, as soon as it arrives; a failure becomes the last line."""
     try:
         async for event in events:
             yield event.model_dump_json() + "\n"
     except Exception as exc:  # the 200 is sent: report in-band, as the contract says
-        error = unwrap(exc)
-        code = getattr(error, "code", "internal_error")
-        message = getattr(error, "message", "internal server error")
-        yield json.dumps({"type": "error", **error_body(code, message)}) + "\n"
+        yield json.dumps({"type": "error", **error_body(*_describe(unwrap(exc)))}) + "\n"

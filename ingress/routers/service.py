@@ -23,14 +23,24 @@ async def health(service: Service):
 
 @router.get("/api/v1/models", response_model=ModelList)
 async def models(service: Service) -> ModelList:
-    """The model registry; `loaded` marks the model the SAM 2 replicas run."""
-    served = service.settings.model
+    """The model registry; `loaded` and `replicas` say which replicas loaded which model."""
+    loaded_on: dict[str, list[str]] = {}
+    for stats in await service.replica_stats():
+        if "model" in stats:
+            loaded_on.setdefault(stats["model"], []).append(stats["replica"])
+    entries = [(s.name, s.config, s.checkpoint) for s in REGISTRY.values()]
+    if service.settings.model not in REGISTRY:  # custom
+        entries.append((service.settings.model, service.settings.custom_config or "", ""))
     return ModelList(
-        default=served,
+        default=service.settings.model,
         models=[
             ModelEntry(
-                name=s.name, config=s.config, checkpoint=s.checkpoint, loaded=s.name == served
+                name=name,
+                config=config,
+                checkpoint=checkpoint,
+                loaded=name in loaded_on,
+                replicas=loaded_on.get(name, []),
             )
-            for s in REGISTRY.values()
+            for name, config, checkpoint in entries
         ],
     )

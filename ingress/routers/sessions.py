@@ -58,7 +58,7 @@ _CREATE_BODY = {
 )
 async def create_session(request: Request, service: Service) -> Session:
     """Upload a video (multipart field `file`) or name one under VIDEO_ROOT (JSON)."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media_type = _media_type(request)
     if media_type == "multipart/form-data":
         return await _create_from_upload(request, service)
     if media_type == "application/json":
@@ -105,6 +105,17 @@ async def get_frame(session_id: str, frame_index: int, service: Service) -> Resp
     )
 
 
+@router.get(
+    "/{session_id}/frames/{frame_index}/overlay",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}, **_ERRORS},
+)
+async def get_overlay(session_id: str, frame_index: int, service: Service) -> Response:
+    """The frame with the current masks drawn; masks change, so it is not cached."""
+    data = await service.overlay_jpeg(session_id, frame_index)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
 async def _create_from_upload(request: Request, service: Service) -> Session:
     """Starlette spools the upload to a temporary file (never whole in memory); it is copied to
     the shared upload folder, where the replica ingests and removes it."""
@@ -121,6 +132,10 @@ async def _create_from_upload(request: Request, service: Service) -> Session:
         )
         await asyncio.to_thread(_save, upload, target)
     return await service.create(target, options, model, is_upload=True)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 def _suffix(filename: str | None) -> str:

@@ -1,0 +1,77 @@
+"""Image segmentation: one image with points/box through the video engine (a one-frame
+session)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from fastapi import APIRouter, Request
+from starlette.datastructures import UploadFile
+
+from deployments.engine import InvalidRequestError, Prompt, UnsupportedMediaError
+from ingress.routers.deps import Service
+from ingress.routers.sessions import _ERRORS, _media_type, _validated
+from ingress.schemas import ImagePrompt, ImageRequest, ImageSegmentation
+
+router = APIRouter(prefix="/api/v1/image", tags=["images"])
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "prompts"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "prompts": {
+                            "type": "string",
+                            "description": 'JSON: {"points": [[x, y]], "labels": [1], "box": '
+                            '[x0, y0, x1, y1], "normalized": false}',
+                        },
+                    },
+                }
+            },
+            "application/json": {"schema": {"$ref": "#/components/schemas/ImageRequest"}},
+        },
+    }
+}
+
+
+@router.post("/segment", response_model=ImageSegmentation, openapi_extra=_BODY, responses=_ERRORS)
+async def segment(request: Request, service: Service) -> ImageSegmentation:
+    """Masks with scores for one image (multipart `file` + `prompts`, or base64 JSON)."""
+    image, prompt = await _read(request)
+    result, width, height, elapsed_ms = await service.segment_image(image, prompt)
+    return ImageSegmentation(
+        masks=result.masks, width=width, height=height, inference_ms=elapsed_ms
+    )
+
+
+async def _read(request: Request) -> tuple[bytes, Prompt]:
+    media_type = _media_type(request)
+    if media_type == "application/json":
+        body = _validated(ImageRequest, await request.json())
+        try:
+            image = base64.b64decode(body.image, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequestError("image is not valid base64") from None
+        return image, _prompt(body)
+    if media_type == "multipart/form-data":
+        async with request.form() as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise InvalidRequestError("multipart field 'file' with the image is missing")
+            try:
+                prompts = json.loads(str(form.get("prompts") or "{}"))
+            except json.JSONDecodeError:
+                raise InvalidRequestError("form field 'prompts' is not JSON") from None
+            return await upload.read(), _prompt(_validated(ImagePrompt, prompts))
+    raise UnsupportedMediaError("send the image as multipart/form-data or base64 JSON")
+
+
+def _prompt(body: ImagePrompt) -> Prompt:
+    fields = body.model_dump(include={"points", "labels", "box", "normalized"})
+    return _validated(Prompt, {"frame_index": 0, "obj_id": 1, **fields})

@@ -1,0 +1,101 @@
+"""``POST /track``: a whole video and clicks on one frame in, a ZIP of one PNG mask per frame
+out. Compatible with existing clients of this call."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
+from starlette.datastructures import UploadFile
+
+from deployments.engine import InvalidRequestError, Prompt
+from ingress.routers.deps import Service
+from ingress.routers.sessions import _ERRORS, _media_type, _save, _suffix, _validated
+
+router = APIRouter(tags=["one-shot"])
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["video"],
+                    "properties": {"video": {"type": "string", "format": "binary"}},
+                }
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+@router.post(
+    "/track",
+    response_class=FileResponse,
+    openapi_extra=_BODY,
+    responses={200: {"content": {"application/zip": {}}}, **_ERRORS},
+)
+async def track(
+    request: Request,
+    service: Service,
+    points: Annotated[list[str], Query(description="Repeated `x,y` in source pixels.")],
+    frame_idx: int = Query(0, ge=0, description="Frame of the clicks."),
+    labels: str | None = Query(None, description="Comma-separated 1/0 per point; default 1s."),
+) -> FileResponse:
+    """Track the clicked object through the video: ZIP of `00000.png`... at source size."""
+    prompt = _prompt(frame_idx, points, labels)
+    upload = service.settings.upload_dir / uuid.uuid4().hex
+    try:
+        upload = await _receive(request, upload)
+        zip_path = await service.track(upload, prompt)
+    finally:
+        upload.unlink(missing_ok=True)
+    return FileResponse(
+        zip_path,
+        media_type="application/zip",
+        filename="masks.zip",
+        background=BackgroundTask(zip_path.unlink, missing_ok=True),
+    )
+
+
+def _prompt(frame_idx: int, points: list[str], labels: str | None) -> Prompt:
+    try:
+        xy = [tuple(float(v) for v in point.split(",")) for point in points]
+        label_list = [int(v) for v in labels.split(",")] if labels else None
+    except ValueError:
+        raise InvalidRequestError("points are x,y numbers and labels 1/0 numbers") from None
+    if any(len(point) != 2 for point in xy):
+        raise InvalidRequestError("each point is x,y")
+    return _validated(
+        Prompt, {"frame_index": frame_idx, "obj_id": 1, "points": xy, "labels": label_list}
+    )
+
+
+async def _receive(request: Request, target: Path) -> Path:
+    """Multipart field ``video``, or the raw body streamed to disk as it arrives."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if _media_type(request) == "multipart/form-data":
+        async with request.form() as form:
+            video = form.get("video")
+            if not isinstance(video, UploadFile):
+                raise InvalidRequestError("multipart field 'video' is missing")
+            target = target.with_suffix(_suffix(video.filename))
+            await _save_async(video, target)
+        return target
+    with target.open("wb") as out:
+        async for chunk in request.stream():
+            out.write(chunk)
+    if target.stat().st_size == 0:
+        raise InvalidRequestError("the request has no video")
+    return target
+
+
+async def _save_async(video: UploadFile, target: Path) -> None:
+    import asyncio
+
+    await asyncio.to_thread(_save, video, target)

@@ -9,6 +9,7 @@ ingress found in the session store, and refuses a request that reached the wrong
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -76,6 +77,7 @@ class SAM2Replica:
     def status(self) -> dict[str, Any]:
         return {
             "replica": self.replica_id,
+            "pid": os.getpid(),
             "model": self.engine.model_name,
             "active_sessions": self.engine.active_sessions,
             "max_sessions": self.settings.max_sessions,

@@ -19,6 +19,10 @@ class ServiceSettings(EngineSettings):
         validation_alias=AliasChoices("video_root", "VIDEO_ROOT", "SAM2_SERVE_VIDEO_ROOT"),
         description="Folder of server-side videos sessions may be created from.",
     )
+    api_keys: list[str] = Field(
+        default_factory=list,
+        description="API keys (JSON list in SAM2_SERVE_API_KEYS); none: no authentication.",
+    )
     redis_url: str | None = Field(
         None,
         validation_alias=AliasChoices("redis_url", "REDIS_URL", "SAM2_SERVE_REDIS_URL"),
@@ -36,6 +40,7 @@ class ServiceSettings(EngineSettings):
     create_timeout_s: float = Field(900, gt=0, description="Time budget of a session upload.")
     propagate_timeout_s: float = Field(3600, gt=0, description="Time budget of a propagation.")
     export_timeout_s: float = Field(900, gt=0, description="Time budget of an export or /track.")
+    expiry_check_s: float = Field(30, gt=0, description="How often expired sessions are removed.")
     retry_after_s: int = Field(10, ge=1, description="Retry-After sent with 503.")
     routing_stats_period_s: float = Field(
         1.0, gt=0, description="How often the router refreshes each replica's free slots."

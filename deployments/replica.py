@@ -44,7 +44,7 @@ from deployments.metrics import ReplicaMetrics
 T = TypeVar("T")
 CREATE_METHOD = "create_session"
 # Calls that take a session slot on whichever replica has the most free ones.
-PLACEMENT_METHODS = frozenset({CREATE_METHOD, "segment_image", "track"})
+PLACEMENT_METHODS = frozenset({CREATE_METHOD, "restore_session", "segment_image", "track"})
 
 
 class SAM2Replica:
@@ -107,6 +107,24 @@ class SAM2Replica:
                 Path(video).unlink(missing_ok=True)
         self._metrics.active_sessions.set(self.engine.active_sessions)
         return info, self.replica_id
+
+    async def restore_session(
+        self,
+        *,
+        session_id: str,
+        log: list[dict[str, Any]],
+        names: dict[int, tuple[str | None, str | None]],
+    ) -> str:
+        """Rebuild a session whose replica is gone: reopen its directory from the shared storage
+        and replay its prompt log. Returns this replica's id, the new owner."""
+        session = await self._call(self.engine.open_session, session_id)
+        try:
+            await self._call(session.restore, log, names)
+        except BaseException:
+            await self._call(self.engine.forget_session, session_id)
+            raise
+        self._metrics.active_sessions.set(self.engine.active_sessions)
+        return self.replica_id
 
     async def session_info(self, *, session_id: str, owner: str) -> SessionInfo:
         return self._session(session_id, owner).info()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
@@ -24,13 +27,25 @@ from ingress.service import SessionService
 from session_store import open_store
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Expire idle sessions in the background while the app runs."""
+    session_service: SessionService | None = app.state.service
+    task = asyncio.create_task(session_service.expire_forever()) if session_service else None
+    yield
+    if task is not None:
+        task.cancel()
+
+
 def create_app(session_service: SessionService | None = None) -> FastAPI:
     """The app with one router per resource; without a service it still serves its OpenAPI
     schema (docs, schema tests)."""
     app = FastAPI(
         title="sam2-serve",
         version="1.0.0",
-        description="SAM 2 video segmentation sessions. Contract: shared/api/CONTRACT.md.",
+        description="SAM 2 video segmentation sessions. Contract: shared/api/CONTRACT.md. "
+        "Propagation also streams over a WebSocket: /api/v1/sessions/{session_id}/propagate/ws.",
+        lifespan=_lifespan,
     )
     for resource in (sessions, prompts, propagation, masks, exports, images, track, service):
         app.include_router(resource.router)

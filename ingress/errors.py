@@ -22,6 +22,7 @@ from deployments.engine import errors as e
 logger = logging.getLogger("ray.serve")
 
 STATUS: dict[type[e.EngineError], int] = {
+    e.UnauthorizedError: 401,
     e.NotFoundError: 404,
     e.InvalidRequestError: 422,
     e.BadVideoError: 400,
@@ -73,6 +74,8 @@ def error_response(error: BaseException, retry_after_s: int) -> JSONResponse:
     status = status_of(error)
     _rejected.inc(tags={"code": error.code})
     headers = {"Retry-After": str(retry_after_s)} if status in _RETRY_LATER else None
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
     return JSONResponse(
         error_body(error.code, error.message, _jsonable(error.details)),
         status_code=status,

@@ -8,6 +8,10 @@ what the replica applied, and enforces the time budgets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
 import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -29,23 +33,69 @@ from deployments.engine import (
     PropagationRequest,
     SessionInfo,
     SessionUnavailableError,
+    UnauthorizedError,
     VideoOptions,
     new_session_id,
 )
 from deployments.engine.exports import ReviewItem
 from deployments.replica import CREATE_METHOD
 from ingress import routing
+from ingress.errors import unwrap
 from ingress.schemas import Health, Session
 from session_store import ObjectRecord, SessionRecord, SessionStore
 
+logger = logging.getLogger("ray.serve")
+
 
 class SessionService:
+    """Session operations for one caller: with API keys on, ``caller`` is the hash of the
+    caller's key and only that key's sessions exist for it (others get 404)."""
+
     def __init__(
-        self, replicas: DeploymentHandle, store: SessionStore, settings: ServiceSettings
+        self,
+        replicas: DeploymentHandle,
+        store: SessionStore,
+        settings: ServiceSettings,
+        caller: str | None = None,
     ) -> None:
         self.replicas = replicas
         self.store = store
         self.settings = settings
+        self.caller = caller
+
+    def for_caller(self, api_key: str | None) -> SessionService:
+        """This service as seen by the holder of ``api_key``; UnauthorizedError when keys are
+        configured and it is missing or unknown."""
+        keys = self.settings.api_keys
+        if not keys:
+            return self
+        if api_key is None or not any(hmac.compare_digest(api_key, k) for k in keys):
+            raise UnauthorizedError("a valid API key is required: Authorization: Bearer <key>")
+        caller = hashlib.sha256(api_key.encode()).hexdigest()
+        return SessionService(self.replicas, self.store, self.settings, caller)
+
+    async def expire_forever(self) -> None:
+        """Remove sessions idle past their TTL (model state, files, store keys), every
+        ``expiry_check_s``; runs for the ingress's lifetime."""
+        while True:
+            await asyncio.sleep(self.settings.expiry_check_s)
+            try:
+                await self.expire()
+            except Exception:  # the store may be restarting: try again next round
+                logger.exception("expiring sessions failed")
+
+    async def expire(self) -> list[str]:
+        """Delete every session whose ``expires_at`` has passed; their ids."""
+        now = datetime.now(UTC)
+        expired = [
+            r.session_id
+            for r in await self.store.list()
+            if r.expires_at <= now and r.status != "propagating"
+        ]
+        for session_id in expired:
+            with contextlib.suppress(NotFoundError):
+                await self.delete(session_id, check_owner=False)
+        return expired
 
     # ---- sessions ----------------------------------------------------------------------------
 
@@ -71,6 +121,7 @@ class SessionService:
             session_id=session_id,
             model=info.model,
             replica=replica,
+            owner_key=self.caller,
             created_at=now,
             last_used_at=now,
             expires_at=now + timedelta(seconds=self.settings.session_ttl_s),
@@ -95,9 +146,10 @@ class SessionService:
         return _session_view(record, info)
 
     async def list(self) -> list[Session]:
-        records = await self.store.list()
+        records = [r for r in await self.store.list() if self._visible(r)]
         infos = await asyncio.gather(
-            *(self.call(r, "session_info", touch=False) for r in records), return_exceptions=True
+            *(self.call(r, "session_info", touch=False, restore=False) for r in records),
+            return_exceptions=True,
         )
         return [
             _session_view(r, info)
@@ -106,12 +158,12 @@ class SessionService:
             for r, info in zip(records, infos, strict=True)
         ]
 
-    async def delete(self, session_id: str) -> None:
+    async def delete(self, session_id: str, check_owner: bool = True) -> None:
         """Free the session on its replica; if that replica is gone, remove its files here
         (shared storage). The store record goes last, so nothing is left unlisted."""
-        record = await self.record(session_id)
+        record = await self.record(session_id) if check_owner else await self._stored(session_id)
         try:
-            await self.call(record, "delete_session", touch=False)
+            await self.call(record, "delete_session", touch=False, restore=False)
         except SessionUnavailableError:
             await asyncio.to_thread(
                 shutil.rmtree, self.settings.storage_root / session_id, ignore_errors=True
@@ -179,16 +231,30 @@ class SessionService:
         get their HTTP status), later ones from the returned iterator."""
         record = await self.record(session_id)
         await self._touch(record)
+        owner = await self._owner(record)
+        try:
+            first, stream = await self._start_stream(session_id, owner, request)
+        except SessionUnavailableError:
+            owner = await self._restore(record, lost=owner)
+            first, stream = await self._start_stream(session_id, owner, request)
+        await self.store.update(session_id, status="propagating")
+        return self._events(session_id, first, stream)
+
+    async def _start_stream(
+        self, session_id: str, owner: str, request: PropagationRequest
+    ) -> tuple[PropagationEvent, Any]:
         stream = self.replicas.options(method_name="propagate", stream=True).remote(
-            session_id=session_id, owner=record.replica, request=request
+            session_id=session_id, owner=owner, request=request
         )
         try:
             first = await asyncio.wait_for(stream.__anext__(), self.settings.request_timeout_s)
-        except BaseException:
+        except BaseException as exc:
             stream.cancel()
-            raise
-        await self.store.update(session_id, status="propagating")
-        return self._events(session_id, first, stream)
+            error = unwrap(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        return first, stream
 
     async def cancel_propagation(self, session_id: str) -> bool:
         return await self.call(await self.record(session_id), "cancel_propagation")
@@ -204,14 +270,8 @@ class SessionService:
 
     async def export(self, session_id: str, fmt: str, obj_id: int | None) -> Path:
         record = await self.record(session_id)
-        await self._touch(record)
-        path = await self._call(
-            "export",
-            self.settings.export_timeout_s,
-            session_id=session_id,
-            owner=record.replica,
-            fmt=fmt,
-            obj_id=obj_id,
+        path = await self.call(
+            record, "export", timeout_s=self.settings.export_timeout_s, fmt=fmt, obj_id=obj_id
         )
         return Path(path)
 
@@ -268,24 +328,96 @@ class SessionService:
     # ---- internals ---------------------------------------------------------------------------
 
     async def record(self, session_id: str) -> SessionRecord:
+        """The caller's session; NotFoundError for unknown ones and for other keys' sessions."""
+        record = await self._stored(session_id)
+        if not self._visible(record):
+            raise NotFoundError(f"session {session_id} not found", session_id=session_id)
+        return record
+
+    async def _stored(self, session_id: str) -> SessionRecord:
         record = await self.store.get(session_id)
         if record is None:
             raise NotFoundError(f"session {session_id} not found", session_id=session_id)
         return record
 
-    async def call(self, record: SessionRecord, method: str, touch: bool = True, **kwargs) -> Any:
-        """Call ``method`` on the session's owner within the request's time budget."""
+    def _visible(self, record: SessionRecord) -> bool:
+        return self.caller is None or record.owner_key == self.caller
+
+    async def call(
+        self,
+        record: SessionRecord,
+        method: str,
+        touch: bool = True,
+        restore: bool = True,
+        timeout_s: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Call ``method`` on the session's owner within the request's time budget. When the
+        owner is gone (crash, kill, downscale), the session is first rebuilt on another replica
+        (``restore``), unless the caller only wants to know."""
         if touch:
             await self._touch(record)
+        owner = await self._owner(record) if restore else record.replica
+        timeout_s = timeout_s or self.settings.request_timeout_s
+        try:
+            return await self._call_owner(method, record, owner, timeout_s, **kwargs)
+        except SessionUnavailableError:
+            if not restore:
+                raise
+            owner = await self._restore(record, lost=owner)
+            return await self._call_owner(method, record, owner, timeout_s, **kwargs)
+
+    async def _call_owner(
+        self,
+        method: str,
+        record: SessionRecord,
+        owner: str | None,
+        timeout_s: float,
+        **kwargs: Any,
+    ) -> Any:
+        if owner is None:
+            raise SessionUnavailableError(f"session {record.session_id} has no replica")
         return await self._call(
-            method,
-            self.settings.request_timeout_s,
-            session_id=record.session_id,
-            owner=record.replica,
-            **kwargs,
+            method, timeout_s, session_id=record.session_id, owner=owner, **kwargs
         )
 
+    async def _owner(self, record: SessionRecord) -> str:
+        """The live owner's id; a session left without one is rebuilt first."""
+        if record.replica is not None:
+            return record.replica
+        if record.status == "restoring":
+            raise SessionUnavailableError("the session is being restored; retry shortly")
+        return await self._restore(record, lost=None)
+
+    async def _restore(self, record: SessionRecord, lost: str | None) -> str:
+        """Rebuild the session on the replica with the most free slots: frames and masks from
+        the shared storage, the prompt log replayed. The owner lease (a compare-and-set in the
+        store) lets one rebuild win; requests meanwhile get 503 with Retry-After."""
+        session_id = record.session_id
+        if not await self.store.claim(session_id, expected=lost, replica=None, status="restoring"):
+            current = await self.record(session_id)
+            if current.replica is not None and current.replica != lost:
+                record.replica = current.replica  # someone else rebuilt it already
+                return current.replica
+            raise SessionUnavailableError("the session is being restored; retry shortly")
+        try:
+            names = {o.obj_id: (o.name, o.category) for o in await self.store.objects(session_id)}
+            replica = await self._call(
+                "restore_session",
+                self.settings.create_timeout_s,
+                session_id=session_id,
+                log=await self.store.log(session_id),
+                names=names,
+            )
+        except BaseException:
+            await self.store.claim(session_id, expected=None, replica=None, status="ready")
+            raise
+        await self.store.claim(session_id, expected=None, replica=replica, status="ready")
+        record.replica, record.status = replica, "ready"
+        return replica
+
     async def _call(self, method: str, timeout_s: float, **kwargs: Any) -> Any:
+        """A replica call within ``timeout_s``; Ray's wrappers unwrapped into project errors."""
         response = self.replicas.options(method_name=method).remote(**kwargs)
         try:
             return await asyncio.wait_for(response, timeout_s)
@@ -294,6 +426,11 @@ class SessionService:
             raise DeadlineExceededError(
                 f"{method} took longer than its {timeout_s:g}s budget", budget_s=timeout_s
             ) from None
+        except Exception as exc:
+            error = unwrap(exc)
+            if error is exc:
+                raise
+            raise error from exc
 
     async def _touch(self, record: SessionRecord) -> None:
         now = datetime.now(UTC)

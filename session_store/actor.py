@@ -10,7 +10,7 @@ import ray
 
 from session_store.base import SessionStore
 from session_store.memory import InMemorySessionStore
-from session_store.records import LogEntry, ObjectRecord, SessionRecord
+from session_store.records import LogEntry, ObjectRecord, SessionRecord, SessionStatus
 
 ACTOR_NAME = "sam2serve-session-store"
 ACTOR_NAMESPACE = "sam2serve"
@@ -49,6 +49,11 @@ class ActorSessionStore(SessionStore):
 
     async def update(self, session_id: str, **changes: Any) -> SessionRecord | None:
         return await self._call("update", session_id, **changes)
+
+    async def claim(
+        self, session_id: str, expected: str | None, replica: str | None, status: SessionStatus
+    ) -> bool:
+        return await self._call("claim", session_id, expected, replica, status)
 
     async def delete(self, session_id: str) -> bool:
         return await self._call("delete", session_id)

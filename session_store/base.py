@@ -6,7 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from session_store.records import LogEntry, ObjectRecord, SessionRecord
+from session_store.records import LogEntry, ObjectRecord, SessionRecord, SessionStatus
 
 
 class SessionStore(ABC):
@@ -30,6 +30,13 @@ class SessionStore(ABC):
     @abstractmethod
     async def update(self, session_id: str, **changes: Any) -> SessionRecord | None:
         """Change some fields of a session; the updated record, or None if unknown."""
+
+    @abstractmethod
+    async def claim(
+        self, session_id: str, expected: str | None, replica: str | None, status: SessionStatus
+    ) -> bool:
+        """Compare-and-set of the owner lease: set ``replica`` and ``status`` only if the owner is
+        still ``expected``. Two rebuilds of one session never both win."""
 
     @abstractmethod
     async def delete(self, session_id: str) -> bool:

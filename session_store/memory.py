@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from session_store.base import SessionStore
-from session_store.records import LogEntry, ObjectRecord, SessionRecord
+from session_store.records import LogEntry, ObjectRecord, SessionRecord, SessionStatus
 
 
 class InMemorySessionStore(SessionStore):
@@ -37,6 +37,17 @@ class InMemorySessionStore(SessionStore):
         updated = record.model_validate(record.model_dump() | changes)
         self._sessions[session_id] = updated
         return updated.model_copy()
+
+    async def claim(
+        self, session_id: str, expected: str | None, replica: str | None, status: SessionStatus
+    ) -> bool:
+        record = self._sessions.get(session_id)
+        if record is None or record.replica != expected:
+            return False
+        self._sessions[session_id] = record.model_copy(
+            update={"replica": replica, "status": status}
+        )
+        return True
 
     async def delete(self, session_id: str) -> bool:
         self._objects.pop(session_id, None)

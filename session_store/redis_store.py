@@ -13,7 +13,7 @@ from typing import Any
 import redis.asyncio as redis
 
 from session_store.base import SessionStore
-from session_store.records import LogEntry, ObjectRecord, SessionRecord
+from session_store.records import LogEntry, ObjectRecord, SessionRecord, SessionStatus
 
 # HSET only when the hash exists, so an update never resurrects a deleted session.
 _UPDATE_IF_EXISTS = """
@@ -23,11 +23,21 @@ return 1
 """
 
 
+# The owner lease's compare-and-set: replica and status change only if the owner is as expected.
+_CLAIM = """
+local current = redis.call('HGET', KEYS[1], 'replica')
+if not current or current ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'replica', ARGV[2], 'status', ARGV[3])
+return 1
+"""
+
+
 class RedisSessionStore(SessionStore):
     def __init__(self, url: str, prefix: str = "sam2serve:") -> None:
         self._redis = redis.from_url(url, decode_responses=True)
         self._prefix = prefix
         self._update = self._redis.register_script(_UPDATE_IF_EXISTS)
+        self._claim = self._redis.register_script(_CLAIM)
 
     def _key(self, session_id: str, part: str = "") -> str:
         return f"{self._prefix}session:{session_id}{part}"
@@ -70,6 +80,12 @@ class RedisSessionStore(SessionStore):
         if args and not await self._update(keys=[self._key(session_id)], args=args):
             return None
         return updated
+
+    async def claim(
+        self, session_id: str, expected: str | None, replica: str | None, status: SessionStatus
+    ) -> bool:
+        args = [json.dumps(expected), json.dumps(replica), json.dumps(status)]
+        return bool(await self._claim(keys=[self._key(session_id)], args=args))
 
     async def delete(self, session_id: str) -> bool:
         async with self._redis.pipeline(transaction=True) as pipe:

@@ -22,6 +22,7 @@ from deployments.engine.errors import (
     ModelLoadError,
     NotFoundError,
     SessionUnavailableError,
+    UnauthorizedError,
     UnsupportedMediaError,
     VideoTooLargeError,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "SessionInfo",
     "SessionUnavailableError",
     "SourceVideo",
+    "UnauthorizedError",
     "UnsupportedMediaError",
     "VideoInfo",
     "VideoOptions",

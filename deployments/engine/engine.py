@@ -116,6 +116,33 @@ class SessionEngine:
             shutil.rmtree(directory, ignore_errors=True)
             self._release(session_id)
 
+    def open_session(self, session_id: str) -> Session:
+        """Reopen a session from its directory (frames, masks, video.json on the shared
+        storage), e.g. after the replica that held it died. NotFoundError if its files are
+        gone; CapacityError when every slot is taken."""
+        self._reserve(session_id)
+        directory = self.settings.storage_root / session_id
+        try:
+            info = VideoInfo.model_validate_json((directory / VIDEO_INFO_FILE).read_text())
+            session = self._new_session(session_id, directory, info)
+        except FileNotFoundError:
+            self._release(session_id)
+            raise NotFoundError(f"the files of session {session_id} are gone") from None
+        except BaseException:
+            self._release(session_id)
+            raise
+        with self._lock:
+            self._creating.discard(session_id)
+            self._sessions[session_id] = session
+        return session
+
+    def forget_session(self, session_id: str) -> None:
+        """Free a session's model state but keep its files (it is being rebuilt elsewhere)."""
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+        if session is not None:
+            session.close()
+
     def session(self, session_id: str) -> Session:
         """The open session; NotFoundError otherwise."""
         with self._lock:

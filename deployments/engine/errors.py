@@ -22,6 +22,12 @@ class EngineError(Exception):
         return _rebuild, (type(self), self.message, self.details)
 
 
+class UnauthorizedError(EngineError):
+    """A missing or unknown API key."""
+
+    code = "unauthorized"
+
+
 class NotFoundError(EngineError):
     """An unknown session, object or frame."""
 

@@ -16,7 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import cv2
 import numpy as np
@@ -256,6 +256,16 @@ class Session:
             self._cancel.set()
             return True
 
+    def restore(self, log: list[dict[str, Any]], names: dict[int, tuple[str | None, str | None]]):
+        """Rebuild SAM 2's state from the session store's prompt log, in order, on a session
+        reopened from its directory (another replica held it). The MaskStore is left as it is:
+        it already holds every mask computed before, on whichever replica."""
+        with self._idle():
+            self._run(lambda: [self._replay(entry) for entry in log])
+            for obj_id, (name, category) in names.items():
+                if obj_id in self._meta:
+                    self._meta[obj_id] = _ObjectMeta(name, category)
+
     def close(self) -> None:
         """Free the model state, frame cache and mask store (the directory stays)."""
         self.cancel_propagation()
@@ -415,19 +425,7 @@ class Session:
 
     def _clear_prompts(self, frame: int, obj_id: int | None) -> None:
         """Model work of clearing prompts (executor thread); keeps the MaskStore in step."""
-        targets = (
-            [obj_id]
-            if obj_id is not None
-            else [
-                o
-                for o in self._state["obj_ids"]
-                if frame in sam_state.prompt_frames(self._state, o)
-            ]
-        )
-        targets = [o for o in targets if o in self._state["obj_id_to_idx"]]
-        result = None
-        for target in targets:
-            result = self._predictor.clear_all_prompts_in_frame(self._state, frame, target)
+        targets, result = self._clear_in_model(frame, obj_id)
         if result is None:
             return
         _, obj_ids, video_res_masks = result
@@ -442,6 +440,42 @@ class Session:
             scores.append(torch.sigmoid(out["object_score_logits"].float()).item())
         if kept:
             self.masks.put(frame, encode_masks(kept, np.stack(masks), scores))
+
+    def _clear_in_model(self, frame: int, obj_id: int | None) -> tuple[list[int], tuple | None]:
+        """Clear the prompts in SAM 2's state; the objects cleared and SAM 2's last output."""
+        targets = (
+            [obj_id]
+            if obj_id is not None
+            else [
+                o
+                for o in self._state["obj_ids"]
+                if frame in sam_state.prompt_frames(self._state, o)
+            ]
+        )
+        targets = [o for o in targets if o in self._state["obj_id_to_idx"]]
+        result = None
+        for target in targets:
+            result = self._predictor.clear_all_prompts_in_frame(self._state, frame, target)
+        return targets, result
+
+    def _replay(self, entry: dict[str, Any]) -> None:
+        """One prompt-log entry applied to SAM 2's state only (executor thread)."""
+        op = entry["op"]
+        if op == "prompt":
+            prompt = Prompt.model_validate(entry["prompt"])
+            self._apply_prompt(prompt, prompt.obj_id, *self._prompt_inputs(prompt))
+            self._meta.setdefault(prompt.obj_id, _ObjectMeta())
+        elif op == "clear":
+            self._clear_in_model(entry["frame_index"], entry["obj_id"])
+        elif op == "remove_object":
+            if entry["obj_id"] in self._state["obj_id_to_idx"]:
+                self._predictor.remove_object(self._state, entry["obj_id"], need_output=False)
+            self._meta.pop(entry["obj_id"], None)
+        elif op == "reset":
+            self._predictor.reset_state(self._state)
+            self._meta.clear()
+        else:
+            raise InvalidRequestError(f"unknown prompt-log entry {op!r}")
 
     def _plan(self, request: PropagationRequest) -> _Plan:
         prompted = sam_state.prompted_objects(self._state)

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from deployments.engine import PropagationDone, PropagationEvent, PropagationRequest
 from ingress.errors import error_body, status_of, unwrap
-from ingress.routers.deps import Service
+from ingress.routers.deps import Service, bearer_key
 from ingress.routers.sessions import _ERRORS
 from ingress.schemas import CancelResult, PropagationSummary
 
@@ -61,8 +61,9 @@ async def propagate_ws(websocket: WebSocket, session_id: str) -> None:
     propagation after the frame being computed."""
     await websocket.accept()
     try:
+        service = websocket.app.state.service.for_caller(bearer_key(websocket))
         request = PropagationRequest.model_validate(await websocket.receive_json())
-        events = await websocket.app.state.service.propagate(session_id, request)
+        events = await service.propagate(session_id, request)
     except WebSocketDisconnect:
         return
     except (ValidationError, ValueError) as exc:

@@ -6,14 +6,14 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from deployments.engine import REGISTRY
-from ingress.routers.deps import Service
+from ingress.routers.deps import OpenService, Service
 from ingress.schemas import Health, ModelEntry, ModelList
 
 router = APIRouter(tags=["service"])
 
 
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
-async def health(service: Service):
+async def health(service: OpenService):
     """Replicas, sessions and capacity; 503 while no SAM 2 replica is ready."""
     report = await service.health()
     if not report.ready:

@@ -119,3 +119,19 @@ async def test_delete_removes_everything(store):
 
 async def test_ping(store):
     assert await store.ping() is True
+
+
+async def test_owner_lease_is_a_compare_and_set(store):
+    await store.create(record())
+    await store.update("s1", replica="dead-replica")
+    assert await store.claim("s1", expected="other", replica="x", status="restoring") is False
+    assert await store.claim("s1", expected="dead-replica", replica=None, status="restoring")
+    # a second rebuild racing the first loses
+    assert (
+        await store.claim("s1", expected="dead-replica", replica=None, status="restoring") is False
+    )
+    assert (await store.get("s1")).replica is None
+    assert await store.claim("s1", expected=None, replica="new-replica", status="ready")
+    current = await store.get("s1")
+    assert (current.replica, current.status) == ("new-replica", "ready")
+    assert await store.claim("missing", expected=None, replica="x", status="ready") is False

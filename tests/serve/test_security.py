@@ -1,0 +1,80 @@
+"""API keys (every route but /health; a session is visible only to the key that created it) and
+expiry (an idle session is removed: model state, files and store keys)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.serve.conftest import deploy, stack_settings
+
+KEY_A, KEY_B = "key-a-0123456789", "key-b-0123456789"
+
+
+@pytest.fixture(scope="module")
+def stack(http_port, tmp_path_factory):
+    settings = stack_settings(
+        tmp_path_factory.mktemp("sessions"),
+        api_keys=[KEY_A, KEY_B],
+        session_ttl_s=6,
+        expiry_check_s=1,
+        min_replicas=1,
+        max_replicas=1,
+        max_sessions=3,
+    )
+    return deploy(http_port, "secure", settings)
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def upload(stack, video, key: str):
+    with video.open("rb") as data:
+        return stack.client.post(
+            "/api/v1/sessions", files={"file": ("v.mp4", data)}, headers=auth(key)
+        )
+
+
+def test_every_route_but_health_needs_a_key(stack):
+    assert stack.client.get("/health").status_code == 200
+    for path in ("/api/v1/sessions", "/api/v1/models", "/api/v1/sessions/x/masks"):
+        missing = stack.client.get(path)
+        assert missing.status_code == 401, path
+        assert missing.headers["WWW-Authenticate"] == "Bearer"
+        assert missing.json()["error"]["code"] == "unauthorized"
+        assert stack.client.get(path, headers=auth("wrong")).status_code == 401
+    assert stack.client.get("/api/v1/models", headers=auth(KEY_A)).status_code == 200
+
+
+def test_a_session_is_visible_only_to_the_key_that_created_it(stack, video):
+    created = upload(stack, video, KEY_A)
+    assert created.status_code == 201, created.text
+    base = f"/api/v1/sessions/{created.json()['session_id']}"
+    assert stack.client.get(base, headers=auth(KEY_A)).status_code == 200
+    assert stack.client.get(base, headers=auth(KEY_B)).status_code == 404
+    other_click = stack.client.post(
+        f"{base}/prompts", headers=auth(KEY_B), json={"frame_index": 0, "points": [[1, 1]]}
+    )
+    assert other_click.status_code == 404
+    assert stack.client.delete(base, headers=auth(KEY_B)).status_code == 404
+    listed_b = stack.client.get("/api/v1/sessions", headers=auth(KEY_B)).json()["sessions"]
+    listed_a = stack.client.get("/api/v1/sessions", headers=auth(KEY_A)).json()["sessions"]
+    assert listed_b == [] and [s["session_id"] for s in listed_a] == [base.rsplit("/", 1)[1]]
+    assert stack.client.delete(base, headers=auth(KEY_A)).status_code == 204
+
+
+def test_an_idle_session_expires_with_all_its_files(stack, video):
+    session = upload(stack, video, KEY_A).json()
+    sid = session["session_id"]
+    directory = Path(stack.settings["storage_root"]) / sid
+    assert directory.exists()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and directory.exists():
+        time.sleep(0.5)
+    assert not directory.exists()
+    response = stack.client.get(f"/api/v1/sessions/{sid}", headers=auth(KEY_A))
+    assert response.status_code == 404
+    assert stack.client.get("/api/v1/sessions", headers=auth(KEY_A)).json()["sessions"] == []

@@ -28,6 +28,9 @@ class ServiceSettings(EngineSettings):
         validation_alias=AliasChoices("redis_url", "REDIS_URL", "SAM2_SERVE_REDIS_URL"),
         description="Redis session store; none: the embedded store (a named Ray actor).",
     )
+    max_upload_bytes: int = Field(
+        16 * 2**30, ge=1, description="Largest upload; bigger ones get 413 while streaming."
+    )
     min_replicas: int = Field(1, ge=1, description="SAM 2 replicas kept running.")
     max_replicas: int = Field(4, ge=1, description="Most SAM 2 replicas autoscaling starts.")
     spare_slots: int = Field(1, ge=0, description="Free session slots autoscaling keeps ready.")

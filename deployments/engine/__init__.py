@@ -24,6 +24,7 @@ from deployments.engine.errors import (
     SessionUnavailableError,
     UnauthorizedError,
     UnsupportedMediaError,
+    UploadTooLargeError,
     VideoTooLargeError,
 )
 from deployments.engine.models import REGISTRY, ModelSpec
@@ -78,6 +79,7 @@ __all__ = [
     "SourceVideo",
     "UnauthorizedError",
     "UnsupportedMediaError",
+    "UploadTooLargeError",
     "VideoInfo",
     "VideoOptions",
     "VideoTooLargeError",

@@ -100,6 +100,12 @@ class ForbiddenPathError(EngineError):
     code = "forbidden_path"
 
 
+class UploadTooLargeError(VideoTooLargeError):
+    """An upload larger than the service accepts (refused while it streams)."""
+
+    code = "upload_too_large"
+
+
 class UnsupportedMediaError(EngineError):
     """A request body of a media type the route does not take."""
 

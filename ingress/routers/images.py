@@ -12,8 +12,9 @@ from starlette.datastructures import UploadFile
 
 from deployments.engine import InvalidRequestError, Prompt, UnsupportedMediaError
 from ingress.routers.deps import Service
-from ingress.routers.sessions import _ERRORS, _media_type, _validated
+from ingress.routers.sessions import _ERRORS
 from ingress.schemas import ImagePrompt, ImageRequest, ImageSegmentation
+from ingress.uploads import limited_form, media_type, validated
 
 router = APIRouter(prefix="/api/v1/image", tags=["images"])
 _BODY = {
@@ -43,24 +44,24 @@ _BODY = {
 @router.post("/segment", response_model=ImageSegmentation, openapi_extra=_BODY, responses=_ERRORS)
 async def segment(request: Request, service: Service) -> ImageSegmentation:
     """Masks with scores for one image (multipart `file` + `prompts`, or base64 JSON)."""
-    image, prompt = await _read(request)
+    image, prompt = await _read(request, service.settings.max_upload_bytes)
     result, width, height, elapsed_ms = await service.segment_image(image, prompt)
     return ImageSegmentation(
         masks=result.masks, width=width, height=height, inference_ms=elapsed_ms
     )
 
 
-async def _read(request: Request) -> tuple[bytes, Prompt]:
-    media_type = _media_type(request)
-    if media_type == "application/json":
-        body = _validated(ImageRequest, await request.json())
+async def _read(request: Request, limit: int) -> tuple[bytes, Prompt]:
+    kind = media_type(request)
+    if kind == "application/json":
+        body = validated(ImageRequest, await request.json())
         try:
             image = base64.b64decode(body.image, validate=True)
         except (binascii.Error, ValueError):
             raise InvalidRequestError("image is not valid base64") from None
         return image, _prompt(body)
-    if media_type == "multipart/form-data":
-        async with request.form() as form:
+    if kind == "multipart/form-data":
+        async with limited_form(request, limit) as form:
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
                 raise InvalidRequestError("multipart field 'file' with the image is missing")
@@ -68,10 +69,10 @@ async def _read(request: Request) -> tuple[bytes, Prompt]:
                 prompts = json.loads(str(form.get("prompts") or "{}"))
             except json.JSONDecodeError:
                 raise InvalidRequestError("form field 'prompts' is not JSON") from None
-            return await upload.read(), _prompt(_validated(ImagePrompt, prompts))
+            return await upload.read(), _prompt(validated(ImagePrompt, prompts))
     raise UnsupportedMediaError("send the image as multipart/form-data or base64 JSON")
 
 
 def _prompt(body: ImagePrompt) -> Prompt:
     fields = body.model_dump(include={"points", "labels", "box", "normalized"})
-    return _validated(Prompt, {"frame_index": 0, "obj_id": 1, **fields})
+    return validated(Prompt, {"frame_index": 0, "obj_id": 1, **fields})

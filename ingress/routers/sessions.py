@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 import uuid
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from deployments.engine import (
@@ -22,9 +18,9 @@ from deployments.engine import (
 )
 from ingress.routers.deps import Service
 from ingress.schemas import ErrorBody, ServerVideo, Session, SessionList
+from ingress.uploads import limited_form, media_type, safe_suffix, save_upload, validated
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
-_VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 _OPTION_FIELDS = ("start_time", "end_time", "max_side", "frame_stride")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 403, 404, 413, 415, 422, 503, 504)
@@ -58,16 +54,16 @@ _CREATE_BODY = {
 )
 async def create_session(request: Request, service: Service) -> Session:
     """Upload a video (multipart field `file`) or name one under VIDEO_ROOT (JSON)."""
-    media_type = _media_type(request)
-    if media_type == "multipart/form-data":
+    kind = media_type(request)
+    if kind == "multipart/form-data":
         return await _create_from_upload(request, service)
-    if media_type == "application/json":
-        body = _validated(ServerVideo, await request.json())
+    if kind == "application/json":
+        body = validated(ServerVideo, await request.json())
         video = _server_video(service.settings.video_root, body.video_path)
         options = VideoOptions(**body.model_dump(include=set(_OPTION_FIELDS)))
         return await service.create(video, options, body.model, is_upload=False)
     raise UnsupportedMediaError(
-        f"send the video as multipart/form-data or name it in JSON, not {media_type or 'nothing'}"
+        f"send the video as multipart/form-data or name it in JSON, not {kind or 'nothing'}"
     )
 
 
@@ -117,38 +113,18 @@ async def get_overlay(session_id: str, frame_index: int, service: Service) -> Re
 
 
 async def _create_from_upload(request: Request, service: Service) -> Session:
-    """Starlette spools the upload to a temporary file (never whole in memory); it is copied to
-    the shared upload folder, where the replica ingests and removes it."""
-    async with request.form() as form:
+    """The form streams in (413 past the size limit; files spool to disk, never whole in
+    memory); the video is copied to the shared upload folder, where the replica ingests and
+    removes it."""
+    async with limited_form(request, service.settings.max_upload_bytes) as form:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise InvalidRequestError("multipart field 'file' with the video is missing")
-        options = _validated(VideoOptions, {k: form[k] for k in _OPTION_FIELDS if form.get(k)})
+        options = validated(VideoOptions, {k: form[k] for k in _OPTION_FIELDS if form.get(k)})
         model = form.get("model") or None
-        suffix = Path(upload.filename or "").suffix.lower()
-        target = (
-            service.settings.upload_dir
-            / f"{uuid.uuid4().hex}{suffix if suffix in _VIDEO_SUFFIXES else ''}"
-        )
-        await asyncio.to_thread(_save, upload, target)
+        target = service.settings.upload_dir / (uuid.uuid4().hex + safe_suffix(upload.filename))
+        await save_upload(upload, target)
     return await service.create(target, options, model, is_upload=True)
-
-
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
-def _suffix(filename: str | None) -> str:
-    """A known video suffix of the client's file name, or none: names never become paths."""
-    suffix = Path(filename or "").suffix.lower()
-    return suffix if suffix in _VIDEO_SUFFIXES else ""
-
-
-def _save(upload: UploadFile, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    upload.file.seek(0)
-    with target.open("wb") as out:
-        shutil.copyfileobj(upload.file, out, length=1 << 20)
 
 
 def _server_video(root: Path | None, relative: str) -> Path:
@@ -162,10 +138,3 @@ def _server_video(root: Path | None, relative: str) -> Path:
     if not path.is_file():
         raise NotFoundError(f"no video at {relative!r} under VIDEO_ROOT")
     return path
-
-
-def _validated(model: type, data: dict[str, Any]) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from None

@@ -14,7 +14,8 @@ from starlette.datastructures import UploadFile
 
 from deployments.engine import InvalidRequestError, Prompt
 from ingress.routers.deps import Service
-from ingress.routers.sessions import _ERRORS, _media_type, _save, _suffix, _validated
+from ingress.routers.sessions import _ERRORS
+from ingress.uploads import limited_form, media_type, safe_suffix, save_body, save_upload, validated
 
 router = APIRouter(tags=["one-shot"])
 _BODY = {
@@ -51,7 +52,7 @@ async def track(
     prompt = _prompt(frame_idx, points, labels)
     upload = service.settings.upload_dir / uuid.uuid4().hex
     try:
-        upload = await _receive(request, upload)
+        upload = await _receive(request, upload, service.settings.max_upload_bytes)
         zip_path = await service.track(upload, prompt)
     finally:
         upload.unlink(missing_ok=True)
@@ -71,31 +72,17 @@ def _prompt(frame_idx: int, points: list[str], labels: str | None) -> Prompt:
         raise InvalidRequestError("points are x,y numbers and labels 1/0 numbers") from None
     if any(len(point) != 2 for point in xy):
         raise InvalidRequestError("each point is x,y")
-    return _validated(
+    return validated(
         Prompt, {"frame_index": frame_idx, "obj_id": 1, "points": xy, "labels": label_list}
     )
 
 
-async def _receive(request: Request, target: Path) -> Path:
+async def _receive(request: Request, target: Path, limit: int) -> Path:
     """Multipart field ``video``, or the raw body streamed to disk as it arrives."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if _media_type(request) == "multipart/form-data":
-        async with request.form() as form:
-            video = form.get("video")
-            if not isinstance(video, UploadFile):
-                raise InvalidRequestError("multipart field 'video' is missing")
-            target = target.with_suffix(_suffix(video.filename))
-            await _save_async(video, target)
-        return target
-    with target.open("wb") as out:
-        async for chunk in request.stream():
-            out.write(chunk)
-    if target.stat().st_size == 0:
-        raise InvalidRequestError("the request has no video")
-    return target
-
-
-async def _save_async(video: UploadFile, target: Path) -> None:
-    import asyncio
-
-    await asyncio.to_thread(_save, video, target)
+    if media_type(request) != "multipart/form-data":
+        return await save_body(request, target, limit)
+    async with limited_form(request, limit) as form:
+        video = form.get("video")
+        if not isinstance(video, UploadFile):
+            raise InvalidRequestError("multipart field 'video' is missing")
+        return await save_upload(video, target.with_suffix(safe_suffix(video.filename)))

@@ -23,6 +23,7 @@ def stack(http_port, tmp_path_factory):
         min_replicas=1,
         max_replicas=1,
         max_sessions=3,
+        max_upload_bytes=300_000,
     )
     return deploy(http_port, "secure", settings)
 
@@ -78,3 +79,20 @@ def test_an_idle_session_expires_with_all_its_files(stack, video):
     response = stack.client.get(f"/api/v1/sessions/{sid}", headers=auth(KEY_A))
     assert response.status_code == 404
     assert stack.client.get("/api/v1/sessions", headers=auth(KEY_A)).json()["sessions"] == []
+
+
+def test_an_upload_past_the_limit_is_refused_while_it_streams(stack):
+    def body():  # chunked: no Content-Length, so the limit must hold while streaming
+        yield b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.mp4"\r\n\r\n'
+        for _ in range(200):
+            yield b"\0" * 65536
+        yield b"\r\n--xyz--\r\n"
+
+    headers = {**auth(KEY_A), "content-type": "multipart/form-data; boundary=xyz"}
+    response = stack.client.post("/api/v1/sessions", content=body(), headers=headers)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "upload_too_large"
+    uploads = Path(stack.settings["storage_root"]) / ".uploads"
+    assert not uploads.exists() or list(uploads.iterdir()) == []
+    declared = stack.client.post("/api/v1/sessions", headers=headers, content=b"\0" * 400_000)
+    assert declared.status_code == 413  # refused on its Content-Length

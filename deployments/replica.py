@@ -88,10 +88,11 @@ class SAM2Replica:
         }
 
     def __del__(self) -> None:
-        """Free every session (model state, frames, masks) when Serve stops the replica."""
+        """Free the sessions' memory when Serve stops the replica; their files stay on the
+        shared storage, so the next request rebuilds each on a live replica."""
         engine = getattr(self, "engine", None)
         if engine is not None:
-            engine.close()
+            engine.shutdown()
 
     # ---- sessions ----------------------------------------------------------------------------
 

@@ -14,11 +14,15 @@ from deployments.replica import SAM2Replica
 from ingress.app import Ingress
 from ingress.routing import SessionRouter
 
+_SCALING_FIELDS = {"min_replicas", "max_replicas", "spare_slots"}
+
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
     settings = ServiceSettings(**(args or {}))
     settings = settings.model_copy(update={"storage_root": settings.storage_root.resolve()})
-    values = settings.model_dump(mode="json")
+    # Scaling settings stay out of the deployments' arguments, so changing them (say 2 -> 1
+    # replicas) is a lightweight Serve update that keeps the running replicas and sessions.
+    values = settings.model_dump(mode="json", exclude=_SCALING_FIELDS)
     replica = serve.deployment(SAM2Replica).options(
         name="SAM2Replica",
         ray_actor_options={

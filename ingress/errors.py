@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.metrics import Counter
+from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.exceptions import HTTPException
 
 from deployments.engine import errors as e
@@ -48,6 +49,8 @@ def unwrap(error: BaseException) -> BaseException:
         error = error.cause
     if isinstance(error, RayActorError):
         return e.SessionUnavailableError("the SAM 2 replica holding this session stopped")
+    if isinstance(error, RedisConnectionError):
+        return e.SessionUnavailableError("the session store is unreachable; try again shortly")
     if isinstance(error, BackPressureError):
         return e.CapacityError("the SAM 2 replicas are overloaded; try again later")
     return error
@@ -111,7 +114,8 @@ def install(app: FastAPI) -> None:
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)
-    for error_type in (e.EngineError, RayTaskError, RayActorError, BackPressureError, Exception):
+    handled = (e.EngineError, RayTaskError, RayActorError, BackPressureError, RedisConnectionError)
+    for error_type in (*handled, Exception):
         app.add_exception_handler(error_type, on_error)
 
 

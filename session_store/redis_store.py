@@ -11,6 +11,9 @@ import json
 from typing import Any
 
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError, TimeoutError
 
 from session_store.base import SessionStore
 from session_store.records import LogEntry, ObjectRecord, SessionRecord, SessionStatus
@@ -34,7 +37,13 @@ return 1
 
 class RedisSessionStore(SessionStore):
     def __init__(self, url: str, prefix: str = "sam2serve:") -> None:
-        self._redis = redis.from_url(url, decode_responses=True)
+        # A restarted Redis drops every connection: retry on a fresh one instead of failing.
+        self._redis = redis.from_url(
+            url,
+            decode_responses=True,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=8),
+            retry_on_error=[ConnectionError, TimeoutError],
+        )
         self._prefix = prefix
         self._update = self._redis.register_script(_UPDATE_IF_EXISTS)
         self._claim = self._redis.register_script(_CLAIM)

@@ -168,9 +168,16 @@ class SessionEngine:
             shutil.rmtree(session.directory, ignore_errors=True)
 
     def close(self) -> None:
-        """Delete every session and stop the model thread."""
+        """Delete every session (files too) and stop the model thread."""
         for session_id in list(self._sessions):
             self.delete_session(session_id)
+        self.executor.close()
+
+    def shutdown(self) -> None:
+        """Free every session's memory but keep its files, so another replica can rebuild it,
+        and stop the model thread (a replica going away: downscale, redeploy)."""
+        for session_id in list(self._sessions):
+            self.forget_session(session_id)
         self.executor.close()
 
     def _open(

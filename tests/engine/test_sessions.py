@@ -70,3 +70,36 @@ def test_delete_frees_the_slot_and_every_file(engine, video):
         engine.session(info.session_id)
     with pytest.raises(NotFoundError):
         engine.delete_session(info.session_id)
+
+
+def test_shutdown_keeps_files_and_another_engine_restores_the_session(tmp_path, predictor, video):
+    from deployments.engine import Prompt, PropagationRequest
+
+    first = SessionEngine(engine_settings(tmp_path), predictor=predictor)
+    sid = first.create_session(video).session_id
+    session = first.session(sid)
+    prompt = Prompt(frame_index=0, obj_id=1, points=[(40, 60)])
+    session.add_prompt(prompt)
+    list(session.propagate(PropagationRequest(direction="forward", max_frames=5)))
+    masks = list(session.masks.frames())
+    first.shutdown()
+    assert (tmp_path / sid / "masks.sqlite").exists()
+
+    second = SessionEngine(engine_settings(tmp_path), predictor=predictor)
+    try:
+        restored = second.open_session(sid)
+        restored.restore(
+            [{"op": "prompt", "prompt": prompt.model_dump(mode="json")}], {1: ("ball", None)}
+        )
+        assert [(o.obj_id, o.name, o.prompt_frames) for o in restored.objects()] == [
+            (1, "ball", [0])
+        ]
+        assert list(restored.masks.frames()) == masks  # the MaskStore is left as it was
+        assert restored.add_prompt(Prompt(frame_index=3, obj_id=1, points=[(60, 60)])).masks
+    finally:
+        second.close()
+    third = SessionEngine(engine_settings(tmp_path), predictor=predictor)
+    with pytest.raises(NotFoundError):
+        third.open_session("gone-session")
+    assert third.active_sessions == 0
+    third.close()

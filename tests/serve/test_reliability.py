@@ -1,23 +1,44 @@
-"""Sessions survive the death of their replica: the next request rebuilds the session on a live
-replica from the shared storage and the store's prompt log; masks computed before are kept."""
+"""Sessions survive: their replica's death (rebuilt on a live replica from the shared storage and
+the store's prompt log, masks kept), an ingress restart, a Redis restart with AOF, and
+downscaling from two replicas to one."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import ray
+from ray import serve
 
+from ingress.builder import build_app
 from tests.serve.conftest import deploy, stack_settings
+from tests.servers import RedisServer
+
+APP = "rely"
 
 
 @pytest.fixture(scope="module")
-def stack(http_port, redis_server, tmp_path_factory):
-    settings = stack_settings(tmp_path_factory.mktemp("sessions"), redis_url=redis_server.url)
-    return deploy(http_port, "rely", settings)
+def aof_redis(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("aof"), appendonly=True).start()
+    yield server
+    server.stop()
 
 
-def kill_replica(app: str, replica: str) -> None:
-    actor = ray.get_actor(f"SERVE_REPLICA::{app}#SAM2Replica#{replica}", namespace="serve")
+@pytest.fixture(scope="module")
+def stack(http_port, aof_redis, tmp_path_factory):
+    settings = stack_settings(tmp_path_factory.mktemp("sessions"), redis_url=aof_redis.url)
+    return deploy(http_port, APP, settings)
+
+
+def kill_actor(deployment: str, replica: str) -> None:
+    actor = ray.get_actor(f"SERVE_REPLICA::{APP}#{deployment}#{replica}", namespace="serve")
     ray.kill(actor, no_restart=True)
+
+
+def replica_ids(deployment: str) -> list[str]:
+    prefix = f"SERVE_REPLICA::{APP}#{deployment}#"
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
+    return [n.removeprefix(prefix) for n in names if n.startswith(prefix)]
 
 
 def masks_by_frame(stack, base: str) -> dict[int, list]:
@@ -25,21 +46,38 @@ def masks_by_frame(stack, base: str) -> dict[int, list]:
     return {f["frame_index"]: f["masks"] for f in frames}
 
 
+def click(stack, base: str, frame: int, x: float = 40, obj_id: int = 1):
+    return stack.client.post(
+        f"{base}/prompts", json={"frame_index": frame, "obj_id": obj_id, "points": [[x, 60]]}
+    )
+
+
+def wait_healthy(stack, replicas: int) -> None:
+    for _ in range(240):
+        try:
+            health = stack.client.get("/health").json()
+            capacity = replicas * stack.settings["max_sessions"]
+            if (health["replicas"], health["capacity"]) == (replicas, capacity):
+                return  # every replica up and reporting its slots
+        except Exception:  # the ingress is restarting
+            pass
+        time.sleep(0.5)
+    raise AssertionError("the app did not recover")
+
+
 def test_killed_owner_next_click_rebuilds_elsewhere_and_keeps_masks(stack, video):
     session = stack.upload(video).json()
     sid, owner = session["session_id"], session["replica"]
     base = f"/api/v1/sessions/{sid}"
-    stack.client.post(f"{base}/prompts", json={"frame_index": 0, "points": [[40, 60]]})
+    click(stack, base, 0)
     stack.client.post(f"{base}/prompts", json={"frame_index": 0, "box": [100, 10, 150, 50]})
     stack.client.patch(f"{base}/objects/2", json={"name": "square"})
     assert stack.client.post(f"{base}/propagate", json={"direction": "forward"}).status_code == 200
     before = masks_by_frame(stack, base)
 
-    kill_replica("rely", owner)
-    click = stack.client.post(
-        f"{base}/prompts", json={"frame_index": 9, "obj_id": 1, "points": [[90, 60]]}
-    )
-    assert click.status_code == 200, click.text
+    kill_actor("SAM2Replica", owner)
+    response = click(stack, base, 9, x=90)
+    assert response.status_code == 200, response.text
     after = stack.client.get(base).json()
     assert after["replica"] != owner and after["status"] == "ready"
     assert {o["obj_id"]: o["name"] for o in after["objects"]} == {1: None, 2: "square"}
@@ -49,3 +87,47 @@ def test_killed_owner_next_click_rebuilds_elsewhere_and_keeps_masks(stack, video
     again = stack.client.post(f"{base}/propagate", json={"direction": "forward"})
     assert again.status_code == 200 and again.json()["frames"] == len(before)
     stack.client.delete(base)
+    wait_healthy(stack, 2)
+
+
+def test_sessions_survive_an_ingress_restart(stack, video):
+    sid = stack.upload(video).json()["session_id"]
+    [ingress] = replica_ids("Ingress")
+    kill_actor("Ingress", ingress)
+    wait_healthy(stack, 2)
+    listed = [s["session_id"] for s in stack.client.get("/api/v1/sessions").json()["sessions"]]
+    assert sid in listed
+    assert click(stack, f"/api/v1/sessions/{sid}", 2).status_code == 200
+    stack.client.delete(f"/api/v1/sessions/{sid}")
+
+
+def test_sessions_survive_a_redis_restart_with_aof(stack, aof_redis, video):
+    sid = stack.upload(video).json()["session_id"]
+    base = f"/api/v1/sessions/{sid}"
+    assert click(stack, base, 0).status_code == 200
+    aof_redis.stop()
+    aof_redis.start()
+    listed = [s["session_id"] for s in stack.client.get("/api/v1/sessions").json()["sessions"]]
+    assert sid in listed
+    response = click(stack, base, 3)
+    assert response.status_code == 200, response.text
+    assert stack.client.get(base).json()["objects"][0]["prompt_frames"] == [0, 3]
+    stack.client.delete(base)
+
+
+def test_downscaling_from_two_replicas_to_one_keeps_every_session(stack, video):
+    sessions = [stack.upload(video).json() for _ in range(2)]
+    assert len({s["replica"] for s in sessions}) == 2
+    for s in sessions:
+        assert click(stack, f"/api/v1/sessions/{s['session_id']}", 0).status_code == 200
+    serve.run(
+        build_app({**stack.settings, "min_replicas": 1, "max_replicas": 1}),
+        name=APP,
+        route_prefix=f"/{APP}",
+    )
+    wait_healthy(stack, 1)
+    for s in sessions:
+        base = f"/api/v1/sessions/{s['session_id']}"
+        response = click(stack, base, 5)
+        assert response.status_code == 200, response.text
+        assert stack.client.get(base).json()["objects"][0]["prompt_frames"] == [0, 5]

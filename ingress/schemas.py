@@ -16,6 +16,9 @@ from deployments.engine import (
     VideoOptions,
 )
 
+# Largest frame index a request may name (frames are stored as 64-bit integers).
+MAX_INDEX = 2**31 - 1
+
 
 class Session(BaseModel):
     session_id: str

@@ -72,7 +72,17 @@ async def save_body(request: Request, target: Path, limit: int) -> Path:
     return target
 
 
-def validated(model: type, data: dict[str, Any]) -> Any:
+async def read_json(request: Request, model: type) -> Any:
+    """The JSON body as ``model``; malformed JSON and invalid fields answer 422."""
+    try:
+        data = await request.json()
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        error = {"type": "json_invalid", "loc": ("body",), "msg": f"invalid JSON: {exc}"}
+        raise RequestValidationError([error]) from None
+    return validated(model, data)
+
+
+def validated(model: type, data: Any) -> Any:
     """``model`` from ``data``; a validation error answers 422 like FastAPI's own."""
     try:
         return model.model_validate(data)

@@ -14,7 +14,7 @@ from deployments.engine import InvalidRequestError, Prompt, UnsupportedMediaErro
 from ingress.routers.deps import Service
 from ingress.routers.sessions import _ERRORS
 from ingress.schemas import ImagePrompt, ImageRequest, ImageSegmentation
-from ingress.uploads import limited_form, media_type, validated
+from ingress.uploads import limited_form, media_type, read_json, validated
 
 router = APIRouter(prefix="/api/v1/image", tags=["images"])
 _BODY = {
@@ -35,7 +35,7 @@ _BODY = {
                     },
                 }
             },
-            "application/json": {"schema": {"$ref": "#/components/schemas/ImageRequest"}},
+            "application/json": {"schema": ImageRequest.model_json_schema()},
         },
     }
 }
@@ -54,7 +54,7 @@ async def segment(request: Request, service: Service) -> ImageSegmentation:
 async def _read(request: Request, limit: int) -> tuple[bytes, Prompt]:
     kind = media_type(request)
     if kind == "application/json":
-        body = validated(ImageRequest, await request.json())
+        body = await read_json(request, ImageRequest)
         try:
             image = base64.b64decode(body.image, validate=True)
         except (binascii.Error, ValueError):

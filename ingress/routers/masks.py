@@ -6,7 +6,13 @@ from fastapi import APIRouter, Query
 
 from ingress.routers.deps import Service
 from ingress.routers.sessions import _ERRORS
-from ingress.schemas import FrameMasksResponse, MasksResponse, ReviewFrame, ReviewResponse
+from ingress.schemas import (
+    MAX_INDEX,
+    FrameMasksResponse,
+    MasksResponse,
+    ReviewFrame,
+    ReviewResponse,
+)
 
 router = APIRouter(prefix="/api/v1/sessions/{session_id}", tags=["masks"])
 
@@ -15,9 +21,9 @@ router = APIRouter(prefix="/api/v1/sessions/{session_id}", tags=["masks"])
 async def get_masks(
     session_id: str,
     service: Service,
-    start: int | None = Query(None, ge=0, description="First frame (inclusive)."),
-    end: int | None = Query(None, ge=0, description="Last frame (inclusive)."),
-    obj_id: int | None = Query(None, ge=1, description="Only this object."),
+    start: int | None = Query(None, ge=0, le=MAX_INDEX, description="First frame (inclusive)."),
+    end: int | None = Query(None, ge=0, le=MAX_INDEX, description="Last frame (inclusive)."),
+    obj_id: int | None = Query(None, ge=1, le=255, description="Only this object."),
 ) -> MasksResponse:
     """Every computed mask in the range; frames without a mask are left out."""
     frames = await service.masks(session_id, start, end, obj_id)

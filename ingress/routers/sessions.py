@@ -18,7 +18,14 @@ from deployments.engine import (
 )
 from ingress.routers.deps import Service
 from ingress.schemas import ErrorBody, ServerVideo, Session, SessionList
-from ingress.uploads import limited_form, media_type, safe_suffix, save_upload, validated
+from ingress.uploads import (
+    limited_form,
+    media_type,
+    read_json,
+    safe_suffix,
+    save_upload,
+    validated,
+)
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 _OPTION_FIELDS = ("start_time", "end_time", "max_side", "frame_stride")
@@ -43,7 +50,7 @@ _CREATE_BODY = {
                     },
                 }
             },
-            "application/json": {"schema": {"$ref": "#/components/schemas/ServerVideo"}},
+            "application/json": {"schema": ServerVideo.model_json_schema()},
         },
     }
 }
@@ -58,7 +65,7 @@ async def create_session(request: Request, service: Service) -> Session:
     if kind == "multipart/form-data":
         return await _create_from_upload(request, service)
     if kind == "application/json":
-        body = validated(ServerVideo, await request.json())
+        body = await read_json(request, ServerVideo)
         video = _server_video(service.settings.video_root, body.video_path)
         options = VideoOptions(**body.model_dump(include=set(_OPTION_FIELDS)))
         return await service.create(video, options, body.model, is_upload=False)

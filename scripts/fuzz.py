@@ -1,0 +1,93 @@
+"""Fuzz the service's OpenAPI schema with schemathesis: start the app on a local Ray cluster
+(random weights, CPU), run schemathesis against its /openapi.json with the checks
+``not_a_server_error`` and ``response_schema_conformance``, and exit with its status (0: no
+5xx response and no schema violation).
+
+    python scripts/fuzz.py --max-examples 30 --seed 1      # scripts/fuzz.sh: >= 1,000 cases
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+CHECKS = "not_a_server_error,response_schema_conformance"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-examples", type=int, default=30, help="per operation and phase")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--port", type=int, default=8140)
+    parser.add_argument("--report", type=Path, help="write schemathesis' JUnit report here")
+    return parser.parse_args()
+
+
+def fuzz_settings(storage: Path) -> dict:
+    """Room for the sessions the fuzzer creates and never deletes; they expire quickly."""
+    return {
+        "weights": "random",
+        "image_size": 256,
+        "device": "cpu",
+        "torch_threads": 1,
+        "storage_root": str(storage),
+        "min_replicas": 1,
+        "max_replicas": 1,
+        "max_sessions": 64,
+        "replica_num_cpus": 0,
+        "ingress_num_cpus": 0,
+        "session_ttl_s": 120,
+        "expiry_check_s": 5,
+        "max_upload_bytes": 50 * 2**20,
+    }
+
+
+def main() -> int:
+    args = parse_args()
+    import httpx
+    import ray
+    from ray import serve
+
+    from ingress.builder import build_app
+
+    with tempfile.TemporaryDirectory() as storage:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": args.port})
+            serve.run(build_app(fuzz_settings(Path(storage))), name="fuzz", route_prefix="/")
+            base = f"http://127.0.0.1:{args.port}"
+            while httpx.get(f"{base}/health", timeout=10).status_code != 200:
+                time.sleep(0.5)
+            command = [
+                str(Path(sys.executable).with_name("schemathesis")),
+                "run",
+                f"{base}/openapi.json",
+                "--checks",
+                CHECKS,
+                "--max-examples",
+                str(args.max_examples),
+                "--seed",
+                str(args.seed),
+                "--request-timeout",
+                "120",
+            ]
+            if args.report:
+                command += ["--report", "junit", "--report-junit-path", str(args.report)]
+            return subprocess.run(command, check=False).returncode
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -48,6 +48,9 @@ class EngineSettings(BaseSettings):
     max_video_frames: int = Field(
         108_000, ge=1, description="Most frames a session may hold (an hour at 30 fps)."
     )
+    max_video_seconds: float = Field(
+        4 * 3600, gt=0, description="Longest video (after start/end) a session may hold."
+    )
     offload_state_to_cpu: bool = Field(
         False, description="Keep SAM 2 memories in host memory (saves GPU memory, a bit slower)."
     )

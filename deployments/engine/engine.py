@@ -189,6 +189,7 @@ class SessionEngine:
             options,
             jpeg_quality=self.settings.jpeg_quality,
             max_frames=self.settings.max_video_frames,
+            max_seconds=self.settings.max_video_seconds,
         )
         (directory / VIDEO_INFO_FILE).write_text(info.model_dump_json(indent=1))
         return self._new_session(session_id, directory, info)

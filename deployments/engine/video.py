@@ -37,11 +37,13 @@ def ingest_video(
     *,
     jpeg_quality: int,
     max_frames: int,
+    max_seconds: float = math.inf,
 ) -> VideoInfo:
     """Decode ``source`` into ``frames_dir`` and describe the result.
 
     Raises BadVideoError (not a video, no frames, truncated), InvalidRequestError (a cut that
-    selects nothing) and VideoTooLargeError (more than ``max_frames`` frames kept).
+    selects nothing) and VideoTooLargeError (more than ``max_frames`` frames kept, or a
+    selection longer than ``max_seconds``: refused before decoding when the header tells).
     """
     capture = cv2.VideoCapture(str(source))
     try:
@@ -51,6 +53,8 @@ def ingest_video(
             )
         src = _describe(capture)
         first, stop = _frame_range(src, options)
+        _check_duration(src, first, stop, max_seconds)
+        max_frames = min(max_frames, _frames_in(max_seconds, src.fps, options.frame_stride))
         size = _target_size(src.width, src.height, options.max_side)
         frames_dir.mkdir(parents=True, exist_ok=True)
         kept = _write_frames(
@@ -101,6 +105,21 @@ def _frame_range(src: SourceVideo, options: VideoOptions) -> tuple[int, int]:
     if src.num_frames:
         stop = min(stop, src.num_frames)
     return first, int(stop) if math.isfinite(stop) else -1
+
+
+def _check_duration(src: SourceVideo, first: int, stop: int, max_seconds: float) -> None:
+    seconds = ((stop if stop >= 0 else src.num_frames) - first) / src.fps
+    if seconds > max_seconds:
+        raise VideoTooLargeError(
+            f"the selected video is {seconds:.0f}s long, more than {max_seconds:.0f}s; cut it "
+            "with start_time/end_time",
+            max_seconds=max_seconds,
+        )
+
+
+def _frames_in(seconds: float, fps: float, stride: int) -> int:
+    """Frames kept from ``seconds`` of video (for videos whose header has no frame count)."""
+    return math.ceil(seconds * fps / stride) if math.isfinite(seconds) else 2**62
 
 
 def _target_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:

@@ -88,3 +88,25 @@ def test_truncated_file_is_a_bad_video(tmp_path, suffix):
 def test_too_many_frames_is_too_large(tmp_path, video):
     with pytest.raises(VideoTooLargeError, match="more than 10 frames"):
         ingest_video(video, tmp_path / "frames", VideoOptions(), jpeg_quality=90, max_frames=10)
+
+
+def test_too_long_a_selection_is_refused_before_decoding(tmp_path, video):
+    with pytest.raises(VideoTooLargeError, match="more than 2s"):
+        ingest_video(
+            video,
+            tmp_path / "frames",
+            VideoOptions(),
+            jpeg_quality=90,
+            max_frames=10_000,
+            max_seconds=2,
+        )
+    assert not (tmp_path / "frames").exists()
+    info = ingest_video(
+        video,
+        tmp_path / "frames",
+        VideoOptions(end_time=1.5),
+        jpeg_quality=90,
+        max_frames=10_000,
+        max_seconds=2,
+    )
+    assert info.num_frames == 15

@@ -472,29 +472,16 @@ class SessionService:
 
 
 def _session_view(record: SessionRecord, info: SessionInfo) -> Session:
+    """The contract's Session: the store's record and the owner's live view of it."""
     return Session(
-        session_id=record.session_id,
-        status=info.status,
-        model=record.model,
-        created_at=record.created_at,
-        expires_at=record.expires_at,
-        replica=record.replica,
-        video=info.video,
-        objects=info.objects,
-        propagation=info.propagation,
+        **record.model_dump(include={"session_id", "model", "created_at", "expires_at", "replica"}),
+        **info.model_dump(include={"status", "video", "objects", "propagation"}),
     )
 
 
 def _stored_view(record: SessionRecord, objects: list[ObjectRecord]) -> Session:
     """What the store alone knows, when the owner cannot answer."""
-    return Session(
-        session_id=record.session_id,
-        status=record.status,
-        model=record.model,
-        created_at=record.created_at,
-        expires_at=record.expires_at,
-        replica=record.replica,
-        video=record.video,
-        objects=[ObjectInfo(**o.model_dump()) for o in objects],
-        propagation=None,
+    live = SessionInfo.model_validate(
+        {**record.model_dump(), "objects": [o.model_dump() for o in objects]}
     )
+    return _session_view(record, live)

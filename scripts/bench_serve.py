@@ -23,11 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("TQDM_DISABLE", "1")
+from local_service import REPO, serve_locally, write_section
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 DEFAULT_VIDEO = (REPO / "../shared/videos/bedroom.mp4").resolve()
 SECTION = "## Serving over HTTP vs the in-process engine (scripts/bench_serve.py)"
 
@@ -109,19 +106,9 @@ def run_engine(args: argparse.Namespace, storage: Path) -> dict[str, Any]:
 
 def run_served(args: argparse.Namespace, storage: Path) -> dict[str, Any]:
     import httpx
-    import ray
-    from ray import serve
 
-    from ingress.builder import build_app
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": 8765})
-        serve.run(build_app(settings(args, storage)), name="bench", route_prefix="/")
-        return _drive_http(args, httpx.Client(base_url="http://127.0.0.1:8765", timeout=600))
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    with serve_locally(settings(args, storage), port=8765, name="bench") as base:
+        return _drive_http(args, httpx.Client(base_url=base, timeout=600))
 
 
 def _drive_http(args: argparse.Namespace, client: Any) -> dict[str, Any]:
@@ -192,18 +179,6 @@ def report(args: argparse.Namespace, engine: dict[str, Any], served: dict[str, A
     )
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of the markdown file, keeping the others."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip() + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    path.write_text(text)
-
-
 def main() -> None:
     args = parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -212,7 +187,7 @@ def main() -> None:
     section = report(args, engine, served)
     print(section)
     if args.write:
-        write_section(args.write, section)
+        write_section(args.write, SECTION, section)
 
 
 if __name__ == "__main__":

@@ -9,18 +9,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("TQDM_DISABLE", "1")
+from local_service import serve_locally
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 CHECKS = "not_a_server_error,response_schema_conformance"
 
 
@@ -55,38 +51,29 @@ def fuzz_settings(storage: Path) -> dict:
 def main() -> int:
     args = parse_args()
     import httpx
-    import ray
-    from ray import serve
 
-    from ingress.builder import build_app
-
-    with tempfile.TemporaryDirectory() as storage:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        try:
-            serve.start(http_options={"host": "127.0.0.1", "port": args.port})
-            serve.run(build_app(fuzz_settings(Path(storage))), name="fuzz", route_prefix="/")
-            base = f"http://127.0.0.1:{args.port}"
-            while httpx.get(f"{base}/health", timeout=10).status_code != 200:
-                time.sleep(0.5)
-            command = [
-                str(Path(sys.executable).with_name("schemathesis")),
-                "run",
-                f"{base}/openapi.json",
-                "--checks",
-                CHECKS,
-                "--max-examples",
-                str(args.max_examples),
-                "--seed",
-                str(args.seed),
-                "--request-timeout",
-                "120",
-            ]
-            if args.report:
-                command += ["--report", "junit", "--report-junit-path", str(args.report)]
-            return subprocess.run(command, check=False).returncode
-        finally:
-            serve.shutdown()
-            ray.shutdown()
+    with (
+        tempfile.TemporaryDirectory() as storage,
+        serve_locally(fuzz_settings(Path(storage)), args.port, "fuzz") as base,
+    ):
+        while httpx.get(f"{base}/health", timeout=10).status_code != 200:
+            time.sleep(0.5)
+        command = [
+            str(Path(sys.executable).with_name("schemathesis")),
+            "run",
+            f"{base}/openapi.json",
+            "--checks",
+            CHECKS,
+            "--max-examples",
+            str(args.max_examples),
+            "--seed",
+            str(args.seed),
+            "--request-timeout",
+            "120",
+        ]
+        if args.report:
+            command += ["--report", "junit", "--report-junit-path", str(args.report)]
+        return subprocess.run(command, check=False).returncode
 
 
 if __name__ == "__main__":

@@ -22,11 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("TQDM_DISABLE", "1")
+from local_service import REPO, serve_locally, write_section
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 VIDEOS = (REPO / "../shared/videos").resolve()
 CLIPS = ("bedroom.mp4", "01_dog.mp4", "05_default_juggle.mp4", "surgery_robotic.mp4")
 SECTION = "## Load test (scripts/loadtest.py)"
@@ -190,37 +187,17 @@ def report(args: argparse.Namespace, tally: Tally, before: float, after: float, 
     )
 
 
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip() + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    path.write_text(text)
-
-
 def main() -> int:
     args = parse_args()
-    import ray
-    from ray import serve
-
-    from ingress.builder import build_app
-
-    with tempfile.TemporaryDirectory() as storage:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        try:
-            serve.start(http_options={"host": "127.0.0.1", "port": args.port})
-            serve.run(build_app(settings(args, Path(storage))), name="load", route_prefix="/")
-            tally, before, after, elapsed = asyncio.run(drive(args))
-        finally:
-            serve.shutdown()
-            ray.shutdown()
+    with (
+        tempfile.TemporaryDirectory() as storage,
+        serve_locally(settings(args, Path(storage)), args.port, "load"),
+    ):
+        tally, before, after, elapsed = asyncio.run(drive(args))
     section = report(args, tally, before, after, elapsed)
     print(section)
     if args.write:
-        write_section(args.write, section)
+        write_section(args.write, SECTION, section)
     return 1 if tally.errors else 0
 
 

@@ -138,3 +138,9 @@ class ImageSegmentation(BaseModel):
     width: int
     height: int
     inference_ms: float
+
+
+# The error statuses every route may answer, documented with the contract's error body.
+ERROR_RESPONSES: dict[int | str, dict] = {
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 415, 422, 503, 504)
+}

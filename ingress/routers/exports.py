@@ -11,7 +11,7 @@ from starlette.background import BackgroundTask
 
 from deployments.engine.exports import EXPORTS, ExportFormat
 from ingress.routers.deps import Service
-from ingress.routers.sessions import _ERRORS
+from ingress.schemas import ERROR_RESPONSES
 
 router = APIRouter(prefix="/api/v1/sessions/{session_id}", tags=["exports"])
 _FORMATS = (
@@ -23,7 +23,7 @@ _DOWNLOADS = {
         "description": "COCO JSON, a ZIP of PNGs, or an H.264 MP4.",
         "content": {media: {} for media, _ in EXPORTS.values()},
     },
-    **_ERRORS,
+    **ERROR_RESPONSES,
 }
 
 

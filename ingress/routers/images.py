@@ -12,8 +12,7 @@ from starlette.datastructures import UploadFile
 
 from deployments.engine import InvalidRequestError, Prompt, UnsupportedMediaError
 from ingress.routers.deps import Service
-from ingress.routers.sessions import _ERRORS
-from ingress.schemas import ImagePrompt, ImageRequest, ImageSegmentation
+from ingress.schemas import ERROR_RESPONSES, ImagePrompt, ImageRequest, ImageSegmentation
 from ingress.uploads import limited_form, media_type, read_json, validated
 
 router = APIRouter(prefix="/api/v1/image", tags=["images"])
@@ -41,7 +40,9 @@ _BODY = {
 }
 
 
-@router.post("/segment", response_model=ImageSegmentation, openapi_extra=_BODY, responses=_ERRORS)
+@router.post(
+    "/segment", response_model=ImageSegmentation, openapi_extra=_BODY, responses=ERROR_RESPONSES
+)
 async def segment(request: Request, service: Service) -> ImageSegmentation:
     """Masks with scores for one image (multipart `file` + `prompts`, or base64 JSON)."""
     image, prompt = await _read(request, service.settings.max_upload_bytes)

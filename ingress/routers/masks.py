@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 
 from ingress.routers.deps import Service
-from ingress.routers.sessions import _ERRORS
 from ingress.schemas import (
+    ERROR_RESPONSES,
     MAX_INDEX,
     FrameMasksResponse,
     MasksResponse,
@@ -17,7 +17,7 @@ from ingress.schemas import (
 router = APIRouter(prefix="/api/v1/sessions/{session_id}", tags=["masks"])
 
 
-@router.get("/masks", response_model=MasksResponse, responses=_ERRORS)
+@router.get("/masks", response_model=MasksResponse, responses=ERROR_RESPONSES)
 async def get_masks(
     session_id: str,
     service: Service,
@@ -32,7 +32,7 @@ async def get_masks(
     )
 
 
-@router.get("/review", response_model=ReviewResponse, responses=_ERRORS)
+@router.get("/review", response_model=ReviewResponse, responses=ERROR_RESPONSES)
 async def review(
     session_id: str,
     service: Service,

@@ -6,38 +6,37 @@ from fastapi import APIRouter, Query, Response
 
 from deployments.engine import ObjectInfo, Prompt, PromptResult
 from ingress.routers.deps import Service
-from ingress.routers.sessions import _ERRORS
-from ingress.schemas import FrameMasksResponse, ObjectList, ObjectPatch
+from ingress.schemas import ERROR_RESPONSES, FrameMasksResponse, ObjectList, ObjectPatch
 
 router = APIRouter(prefix="/api/v1/sessions/{session_id}", tags=["objects and prompts"])
 
 
-@router.post("/prompts", response_model=PromptResult, responses=_ERRORS)
+@router.post("/prompts", response_model=PromptResult, responses=ERROR_RESPONSES)
 async def add_prompt(session_id: str, prompt: Prompt, service: Service) -> PromptResult:
     """Points (+/- labels), a box and/or a mask for one object on one frame."""
     return await service.add_prompt(session_id, prompt)
 
 
-@router.get("/objects", response_model=ObjectList, responses=_ERRORS)
+@router.get("/objects", response_model=ObjectList, responses=ERROR_RESPONSES)
 async def list_objects(session_id: str, service: Service) -> ObjectList:
     return ObjectList(objects=await service.objects(session_id))
 
 
-@router.patch("/objects/{obj_id}", response_model=ObjectInfo, responses=_ERRORS)
+@router.patch("/objects/{obj_id}", response_model=ObjectInfo, responses=ERROR_RESPONSES)
 async def update_object(
     session_id: str, obj_id: int, patch: ObjectPatch, service: Service
 ) -> ObjectInfo:
     return await service.update_object(session_id, obj_id, patch.name, patch.category)
 
 
-@router.delete("/objects/{obj_id}", status_code=204, responses=_ERRORS)
+@router.delete("/objects/{obj_id}", status_code=204, responses=ERROR_RESPONSES)
 async def delete_object(session_id: str, obj_id: int, service: Service) -> Response:
     await service.remove_object(session_id, obj_id)
     return Response(status_code=204)
 
 
 @router.delete(
-    "/frames/{frame_index}/prompts", response_model=FrameMasksResponse, responses=_ERRORS
+    "/frames/{frame_index}/prompts", response_model=FrameMasksResponse, responses=ERROR_RESPONSES
 )
 async def clear_prompts(
     session_id: str,

@@ -14,8 +14,7 @@ from pydantic import ValidationError
 from deployments.engine import PropagationDone, PropagationEvent, PropagationRequest
 from ingress.errors import error_body, status_of, unwrap
 from ingress.routers.deps import Service, bearer_key
-from ingress.routers.sessions import _ERRORS
-from ingress.schemas import CancelResult, PropagationSummary
+from ingress.schemas import ERROR_RESPONSES, CancelResult, PropagationSummary
 
 router = APIRouter(prefix="/api/v1/sessions/{session_id}", tags=["propagation"])
 NDJSON = "application/x-ndjson"
@@ -27,7 +26,7 @@ _STREAM = {
         "content": {NDJSON: {"schema": {"type": "string"}}},
     },
     409: {"description": "A propagation is already running on the session."},
-    **_ERRORS,
+    **ERROR_RESPONSES,
 }
 
 
@@ -48,7 +47,7 @@ async def propagate(
     raise RuntimeError("propagation ended without its summary")
 
 
-@router.post("/propagate/cancel", response_model=CancelResult, responses=_ERRORS)
+@router.post("/propagate/cancel", response_model=CancelResult, responses=ERROR_RESPONSES)
 async def cancel_propagation(session_id: str, service: Service) -> CancelResult:
     """Stop the running propagation after its current frame."""
     return CancelResult(cancelled=await service.cancel_propagation(session_id))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from starlette.datastructures import UploadFile
@@ -17,7 +16,7 @@ from deployments.engine import (
     VideoOptions,
 )
 from ingress.routers.deps import Service
-from ingress.schemas import ErrorBody, ServerVideo, Session, SessionList
+from ingress.schemas import ERROR_RESPONSES, ServerVideo, Session, SessionList
 from ingress.uploads import (
     limited_form,
     media_type,
@@ -29,9 +28,6 @@ from ingress.uploads import (
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 _OPTION_FIELDS = ("start_time", "end_time", "max_side", "frame_stride")
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 403, 404, 413, 415, 422, 503, 504)
-}
 _CREATE_BODY = {
     "requestBody": {
         "required": True,
@@ -57,7 +53,11 @@ _CREATE_BODY = {
 
 
 @router.post(
-    "", status_code=201, response_model=Session, openapi_extra=_CREATE_BODY, responses=_ERRORS
+    "",
+    status_code=201,
+    response_model=Session,
+    openapi_extra=_CREATE_BODY,
+    responses=ERROR_RESPONSES,
 )
 async def create_session(request: Request, service: Service) -> Session:
     """Upload a video (multipart field `file`) or name one under VIDEO_ROOT (JSON)."""
@@ -79,18 +79,18 @@ async def list_sessions(service: Service) -> SessionList:
     return SessionList(sessions=await service.list())
 
 
-@router.get("/{session_id}", response_model=Session, responses=_ERRORS)
+@router.get("/{session_id}", response_model=Session, responses=ERROR_RESPONSES)
 async def get_session(session_id: str, service: Service) -> Session:
     return await service.get(session_id)
 
 
-@router.delete("/{session_id}", status_code=204, responses=_ERRORS)
+@router.delete("/{session_id}", status_code=204, responses=ERROR_RESPONSES)
 async def delete_session(session_id: str, service: Service) -> Response:
     await service.delete(session_id)
     return Response(status_code=204)
 
 
-@router.post("/{session_id}/reset", response_model=Session, responses=_ERRORS)
+@router.post("/{session_id}/reset", response_model=Session, responses=ERROR_RESPONSES)
 async def reset_session(session_id: str, service: Service) -> Session:
     return await service.reset(session_id)
 
@@ -98,7 +98,7 @@ async def reset_session(session_id: str, service: Service) -> Session:
 @router.get(
     "/{session_id}/frames/{frame_index}",
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}, **_ERRORS},
+    responses={200: {"content": {"image/jpeg": {}}}, **ERROR_RESPONSES},
 )
 async def get_frame(session_id: str, frame_index: int, service: Service) -> Response:
     """The processed frame (frame space) as JPEG; frames never change, so caches may keep it."""
@@ -111,7 +111,7 @@ async def get_frame(session_id: str, frame_index: int, service: Service) -> Resp
 @router.get(
     "/{session_id}/frames/{frame_index}/overlay",
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}, **_ERRORS},
+    responses={200: {"content": {"image/jpeg": {}}}, **ERROR_RESPONSES},
 )
 async def get_overlay(session_id: str, frame_index: int, service: Service) -> Response:
     """The frame with the current masks drawn; masks change, so it is not cached."""

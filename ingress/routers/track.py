@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile
 
 from deployments.engine import InvalidRequestError, Prompt
 from ingress.routers.deps import Service
-from ingress.routers.sessions import _ERRORS
+from ingress.schemas import ERROR_RESPONSES
 from ingress.uploads import limited_form, media_type, safe_suffix, save_body, save_upload, validated
 
 router = APIRouter(tags=["one-shot"])
@@ -39,7 +39,7 @@ _BODY = {
     "/track",
     response_class=FileResponse,
     openapi_extra=_BODY,
-    responses={200: {"content": {"application/zip": {}}}, **_ERRORS},
+    responses={200: {"content": {"application/zip": {}}}, **ERROR_RESPONSES},
 )
 async def track(
     request: Request,

@@ -40,6 +40,7 @@ def write_section(path: Path, title: str, section: str) -> None:
     """Replace the section headed ``title`` in the benchmarks markdown file (or append it),
     keeping every other section."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
+    section = section.rstrip() + "\n\n"
     start = text.find(title)
     if start < 0:
         text = text.rstrip() + "\n\n" + section

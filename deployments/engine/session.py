@@ -569,7 +569,9 @@ class Session:
                 frame, obj_ids, video_res_masks = next(steps)
             except StopIteration:
                 return None
+            # The next frame is usually prefetched already; start the one after it now.
             self.frames.prefetch(frame + sign)
+            self.frames.prefetch(frame + 2 * sign)
             sam_state.trim(self._state, (frame, start), self._window)
             scores = [
                 torch.sigmoid(

@@ -27,6 +27,7 @@ def test_state_after_200_frames_is_at_most_1_2x_the_state_after_40(engine, long_
         done = session.info().propagation
         if done and done.done_frames in (40, 200):
             sizes[done.done_frames] = session.state_nbytes()
+    print(f"state bytes after 40 frames {sizes[40]}, after 200 {sizes[200]}")
     assert sizes[200] <= 1.2 * sizes[40], sizes
     held = session._state["output_dict_per_obj"][0]["non_cond_frame_outputs"]
     window = sam_state.memory_window(engine.predictor)

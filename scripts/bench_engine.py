@@ -1,0 +1,336 @@
+"""Benchmark the session engine against a bare SAM 2 ``SAM2VideoPredictor`` on one clip.
+
+Both sides build the same random-weight model through ``load_predictor`` (same config, seed,
+image size and overrides) and run under the engine's model context (inference mode, bf16
+autocast), so the difference measured is what the engine adds: lazy JPEG frames, the executor
+thread, the MaskStore. Each side runs in its own subprocess, so its peak RSS is its own; the
+parent runs them one after the other (never in parallel), which on a small CPU machine makes
+the ratio the figure to trust.
+
+    python scripts/bench_engine.py --write docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+from local_service import write_section
+
+if TYPE_CHECKING:
+    from deployments.engine import EngineSettings
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_VIDEO = (REPO / "../shared/videos/bedroom.mp4").resolve()
+SECTION = "## Engine vs bare SAM2VideoPredictor (scripts/bench_engine.py)"
+# Same JPEG quality as the engine's default, so both sides feed SAM 2 equal frames.
+JPEG_QUALITY = 90
+# What a side reports: figures, plus the torch build and threads it ran with.
+Figures = dict[str, float | int | str]
+# (key in the side's JSON, column title) of the report table, in order.
+COLUMNS = (
+    ("bare_fps", "frames/s bare"),
+    ("engine_fps", "frames/s engine"),
+    ("ratio", "ratio engine/bare"),
+    ("bare_rss_mb", "peak RSS bare MB"),
+    ("engine_rss_mb", "peak RSS engine MB"),
+    ("decode_s", "OpenCV decode s"),
+    ("start_s", "engine session start s"),
+    ("init_state_s", "bare init_state s"),
+)
+
+
+# ---- one side (child process) ----------------------------------------------------------------
+
+
+def _clip_geometry(video: Path) -> tuple[float, int, int]:
+    """fps, width, height of the clip; the click goes to its centre on both sides."""
+    capture = cv2.VideoCapture(str(video))
+    try:
+        if not capture.isOpened():
+            raise SystemExit(f"cannot open {video}")
+        return (
+            capture.get(cv2.CAP_PROP_FPS),
+            int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        )
+    finally:
+        capture.release()
+
+
+def _decode(video: Path, frames: int) -> Iterator[np.ndarray]:
+    """The first ``frames`` BGR frames, as a plain OpenCV read loop does them."""
+    capture = cv2.VideoCapture(str(video))
+    try:
+        for _ in range(frames):
+            ok, frame = capture.read()
+            if not ok:
+                raise SystemExit(f"{video} has fewer than {frames} frames")
+            yield frame
+    finally:
+        capture.release()
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds all processes have been busy since boot (Linux /proc/stat: all but idle and
+    iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def _timed() -> Iterator[dict[str, float]]:
+    """Wall seconds of the block and the CPU seconds other processes took meanwhile: on a
+    shared machine the second says whether the first can be trusted."""
+    out: dict[str, float] = {}
+    wall, own, busy = time.perf_counter(), time.process_time(), _machine_busy_s()
+    yield out
+    out["wall"] = time.perf_counter() - wall
+    out["others"] = max(0.0, _machine_busy_s() - busy - (time.process_time() - own))
+
+
+def _settings(args: argparse.Namespace, storage_root: Path | None = None) -> EngineSettings:
+    """One settings object for both sides, so load_predictor builds identical models."""
+    from deployments.engine import EngineSettings
+
+    extra = {"storage_root": storage_root, "max_sessions": 1} if storage_root else {}
+    return EngineSettings(
+        weights="random",
+        image_size=args.image_size,
+        device="cpu",
+        torch_threads=args.threads,
+        **extra,
+    )
+
+
+def _model_context() -> contextlib.ExitStack:
+    """The engine executor's context on CPU (inference mode, bf16 autocast), so the bare side
+    runs the same kernels; fp32 would be a different benchmark."""
+    import torch
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode())
+    stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
+    return stack
+
+
+def run_bare(args: argparse.Namespace) -> Figures:
+    """SAM 2 as its README uses it: a JPEG folder, init_state, one click, propagate_in_video."""
+    import torch
+
+    from deployments.engine.models import load_predictor
+
+    torch.set_num_threads(args.threads)
+    predictor = load_predictor(_settings(args))
+    _, width, height = _clip_geometry(args.video)
+    with tempfile.TemporaryDirectory(prefix="bench-bare-") as folder:
+        params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+        for index, frame in enumerate(_decode(args.video, args.frames)):
+            cv2.imwrite(str(Path(folder) / f"{index:05d}.jpg"), frame, params)
+        with _model_context():
+            began = time.perf_counter()
+            state = predictor.init_state(video_path=folder)
+            init_state_s = time.perf_counter() - began
+            predictor.add_new_points_or_box(
+                state, 0, 1, points=[[width / 2, height / 2]], labels=[1]
+            )
+            count = 0
+            with _timed() as timing:
+                for _, _, masks in predictor.propagate_in_video(state):
+                    (masks[:, 0] > 0).cpu().numpy()
+                    count += 1
+    if count != args.frames:
+        raise SystemExit(f"bare propagation yielded {count} frames, expected {args.frames}")
+    return {
+        "bare_fps": count / timing["wall"],
+        "bare_others_cpu_s": timing["others"],
+        "init_state_s": init_state_s,
+        **_runtime("bare"),
+    }
+
+
+def run_engine(args: argparse.Namespace) -> Figures:
+    """The engine end to end: create_session on the mp4, one click, a forward propagation."""
+    from deployments.engine import (
+        FrameMasks,
+        Prompt,
+        PropagationRequest,
+        SessionEngine,
+        VideoOptions,
+    )
+
+    fps, width, height = _clip_geometry(args.video)
+    began = time.perf_counter()
+    for _ in _decode(args.video, args.frames):
+        pass
+    decode_s = time.perf_counter() - began
+    with tempfile.TemporaryDirectory(prefix="bench-engine-") as root:
+        engine = SessionEngine(_settings(args, storage_root=Path(root)))
+        try:
+            began = time.perf_counter()
+            info = engine.create_session(args.video, VideoOptions(end_time=args.frames / fps))
+            start_s = time.perf_counter() - began
+            if info.video.num_frames != args.frames:
+                raise SystemExit(f"engine kept {info.video.num_frames} frames, not {args.frames}")
+            session = engine.session(info.session_id)
+            session.add_prompt(Prompt(frame_index=0, points=[(width / 2, height / 2)]))
+            with _timed() as timing:
+                events = session.propagate(PropagationRequest(direction="forward"))
+                count = sum(isinstance(event, FrameMasks) for event in events)
+        finally:
+            engine.close()
+    if count != args.frames:
+        raise SystemExit(f"engine propagation yielded {count} frames, expected {args.frames}")
+    return {
+        "engine_fps": count / timing["wall"],
+        "engine_others_cpu_s": timing["others"],
+        "decode_s": decode_s,
+        "start_s": start_s,
+        **_runtime("engine"),
+    }
+
+
+def _runtime(side: str) -> Figures:
+    """Peak RSS (ru_maxrss is KiB on Linux) and the torch build and threads actually used."""
+    import torch
+
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        f"{side}_rss_mb": peak_kib / 1024,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+# ---- parent: run the sides, report ---------------------------------------------------------
+
+
+def _side_args(args: argparse.Namespace) -> list[str]:
+    return [
+        f"--video={args.video}",
+        f"--frames={args.frames}",
+        f"--image-size={args.image_size}",
+        f"--threads={args.threads}",
+    ]
+
+
+def _run_side(side: str, args: argparse.Namespace) -> Figures:
+    """One side in a fresh interpreter; its last stdout line is its JSON result."""
+    print(f"running {side} ...", file=sys.stderr, flush=True)
+    out = subprocess.run(
+        [sys.executable, __file__, f"--side={side}", *_side_args(args)],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(args: argparse.Namespace) -> Figures:
+    """Bare and engine alternately, ``repeats`` times each; medians of every figure."""
+    runs = []
+    for _ in range(args.repeats):
+        runs.append({**_run_side("bare", args), **_run_side("engine", args)})
+        runs[-1]["ratio"] = runs[-1]["engine_fps"] / runs[-1]["bare_fps"]
+    keys = [key for key, _ in COLUMNS] + ["bare_others_cpu_s", "engine_others_cpu_s"]
+    result = {key: statistics.median(run[key] for run in runs) for key in keys}
+    result.update(torch=runs[0]["torch"], torch_threads=runs[0]["torch_threads"])
+    return result
+
+
+def contention(result: Figures) -> str:
+    """How busy the rest of the machine was while each side propagated."""
+    return (
+        f"Other processes took {result['bare_others_cpu_s']:.1f} CPU-s during the bare "
+        f"propagation and {result['engine_others_cpu_s']:.1f} CPU-s during the engine's "
+        "(0 on a quiet machine; more makes the ratio unreliable)."
+    )
+
+
+def table(result: Figures) -> str:
+    """The figures as a markdown table (also what the terminal shows)."""
+    head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
+    rule = "|" + "---|" * len(COLUMNS)
+    digits = {"ratio": 3, "bare_fps": 3, "engine_fps": 3}
+    row = "| " + " | ".join(f"{result[k]:.{digits.get(k, 2)}f}" for k, _ in COLUMNS) + " |"
+    return "\n".join([head, rule, row])
+
+
+def section(args: argparse.Namespace, result: Figures) -> str:
+    """The docs section: how to reproduce, where and when it ran, the figures."""
+    command = "python " + shlex.join([os.path.relpath(__file__, REPO), *sys.argv[1:]])
+    machine = (
+        f"{platform.platform()}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, torch {result['torch']}, "
+        f"{result['torch_threads']} torch threads"
+    )
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"{SECTION}\n\n"
+        f"Command: `{command}`\n\n"
+        f"Machine: {machine}. Date: {date}.\n\n"
+        f"Clip `{args.video.name}`, first {args.frames} frames, sam2.1_hiera_tiny with random "
+        f"weights at image size {args.image_size}, one click at the frame centre, forward "
+        f"propagation; medians of {args.repeats} run(s) per side, sides run one after the "
+        "other. Session start is `create_session` (decode + JPEG store) against a plain OpenCV "
+        "decode of the same frames; bare init_state includes SAM 2 loading every frame and "
+        f"encoding frame 0. {contention(result)}\n\n"
+        f"{table(result)}\n"
+    )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
+    parser.add_argument("--frames", type=_positive, default=60)
+    parser.add_argument("--image-size", type=_positive, default=512)
+    parser.add_argument("--threads", type=_positive, default=2, help="torch threads on both sides")
+    parser.add_argument(
+        "--repeats", type=_positive, default=1, help="runs per side; medians reported"
+    )
+    parser.add_argument("--write", type=Path, help="markdown file to put the results section in")
+    parser.add_argument("--side", choices=("bare", "engine"), help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.side:
+        os.environ["TQDM_DISABLE"] = "1"  # before sam2 imports tqdm
+        run = run_bare if args.side == "bare" else run_engine
+        print(json.dumps(run(args)))
+        return
+    result = measure(args)
+    print(table(result))
+    print(contention(result))
+    if args.write:
+        write_section(args.write, SECTION, section(args, result))
+        print(f"wrote {args.write}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -144,3 +144,16 @@ class ImageSegmentation(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict] = {
     code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 415, 422, 503, 504)
 }
+
+
+BINARY = {"type": "string", "format": "binary"}
+
+
+def request_body(form: dict[str, dict], required: list[str], other: dict[str, dict]) -> dict:
+    """OpenAPI for a route that reads its body itself: a multipart form with ``form`` fields
+    (``required`` ones), or another media type, each as ``{media type: schema}``."""
+    multipart = {"type": "object", "required": required, "properties": form}
+    content = {"multipart/form-data": {"schema": multipart}} | {
+        media: {"schema": schema} for media, schema in other.items()
+    }
+    return {"requestBody": {"required": True, "content": content}}

@@ -12,32 +12,29 @@ from starlette.datastructures import UploadFile
 
 from deployments.engine import InvalidRequestError, Prompt, UnsupportedMediaError
 from ingress.routers.deps import Service
-from ingress.schemas import ERROR_RESPONSES, ImagePrompt, ImageRequest, ImageSegmentation
+from ingress.schemas import (
+    BINARY,
+    ERROR_RESPONSES,
+    ImagePrompt,
+    ImageRequest,
+    ImageSegmentation,
+    request_body,
+)
 from ingress.uploads import limited_form, media_type, read_json, validated
 
 router = APIRouter(prefix="/api/v1/image", tags=["images"])
-_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file", "prompts"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "prompts": {
-                            "type": "string",
-                            "description": 'JSON: {"points": [[x, y]], "labels": [1], "box": '
-                            '[x0, y0, x1, y1], "normalized": false}',
-                        },
-                    },
-                }
-            },
-            "application/json": {"schema": ImageRequest.model_json_schema()},
+_BODY = request_body(
+    {
+        "file": BINARY,
+        "prompts": {
+            "type": "string",
+            "description": 'JSON: {"points": [[x, y]], "labels": [1], "box": [x0, y0, x1, y1], '
+            '"normalized": false}',
         },
-    }
-}
+    },
+    required=["file", "prompts"],
+    other={"application/json": ImageRequest.model_json_schema()},
+)
 
 
 @router.post(

@@ -16,7 +16,7 @@ from deployments.engine import (
     VideoOptions,
 )
 from ingress.routers.deps import Service
-from ingress.schemas import ERROR_RESPONSES, ServerVideo, Session, SessionList
+from ingress.schemas import BINARY, ERROR_RESPONSES, ServerVideo, Session, SessionList, request_body
 from ingress.uploads import (
     limited_form,
     media_type,
@@ -28,28 +28,18 @@ from ingress.uploads import (
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 _OPTION_FIELDS = ("start_time", "end_time", "max_side", "frame_stride")
-_CREATE_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "start_time": {"type": "string", "description": "s or HH:MM:SS[.ms]"},
-                        "end_time": {"type": "string", "description": "s or HH:MM:SS[.ms]"},
-                        "max_side": {"type": "integer", "minimum": 16},
-                        "frame_stride": {"type": "integer", "minimum": 1},
-                        "model": {"type": "string"},
-                    },
-                }
-            },
-            "application/json": {"schema": ServerVideo.model_json_schema()},
-        },
-    }
-}
+_CREATE_BODY = request_body(
+    {
+        "file": BINARY,
+        "start_time": {"type": "string", "description": "s or HH:MM:SS[.ms]"},
+        "end_time": {"type": "string", "description": "s or HH:MM:SS[.ms]"},
+        "max_side": {"type": "integer", "minimum": 16},
+        "frame_stride": {"type": "integer", "minimum": 1},
+        "model": {"type": "string"},
+    },
+    required=["file"],
+    other={"application/json": ServerVideo.model_json_schema()},
+)
 
 
 @router.post(

@@ -14,25 +14,13 @@ from starlette.datastructures import UploadFile
 
 from deployments.engine import InvalidRequestError, Prompt
 from ingress.routers.deps import Service
-from ingress.schemas import ERROR_RESPONSES
+from ingress.schemas import BINARY, ERROR_RESPONSES, request_body
 from ingress.uploads import limited_form, media_type, safe_suffix, save_body, save_upload, validated
 
 router = APIRouter(tags=["one-shot"])
-_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["video"],
-                    "properties": {"video": {"type": "string", "format": "binary"}},
-                }
-            },
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
+_BODY = request_body(
+    {"video": BINARY}, required=["video"], other={"application/octet-stream": BINARY}
+)
 
 
 @router.post(

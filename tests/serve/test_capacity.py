@@ -18,20 +18,21 @@ def test_session_beyond_capacity_gets_503_with_retry_after(http_port, video, tmp
     assert stack.upload(video).status_code == 201
 
 
-def test_request_for_a_session_whose_replica_died_gets_503(http_port, video, tmp_path):
+def test_a_session_whose_only_replica_died_is_rebuilt_on_its_replacement(
+    http_port, video, tmp_path
+):
     import ray
 
     settings = stack_settings(tmp_path, min_replicas=1, max_replicas=1, max_sessions=2)
     stack = deploy(http_port, "dies", settings)
     created = stack.upload(video).json()
-    actor = ray.get_actor(
-        f"SERVE_REPLICA::dies#SAM2Replica#{created['replica']}", namespace="serve"
-    )
-    ray.kill(actor, no_restart=True)
-    click = stack.client.post(
-        f"/api/v1/sessions/{created['session_id']}/prompts",
-        json={"frame_index": 0, "points": [[40, 60]]},
-    )
-    assert click.status_code == 503
-    assert click.json()["error"]["code"] == "session_unavailable"
-    assert "Retry-After" in click.headers
+    base = f"/api/v1/sessions/{created['session_id']}"
+    first = stack.client.post(f"{base}/prompts", json={"frame_index": 0, "points": [[40, 60]]})
+    assert first.status_code == 200
+    name = f"SERVE_REPLICA::dies#SAM2Replica#{created['replica']}"
+    ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+    click = stack.client.post(f"{base}/prompts", json={"frame_index": 2, "points": [[40, 60]]})
+    assert click.status_code == 200, click.text  # waited for Serve's replacement replica
+    session = stack.client.get(base).json()
+    assert session["replica"] != created["replica"]
+    assert session["objects"][0]["prompt_frames"] == [0] and len(session["objects"]) == 2

@@ -41,9 +41,12 @@ async def propagate(
     events = await service.propagate(session_id, request or PropagationRequest())
     if NDJSON in accept:
         return StreamingResponse(_ndjson(events), media_type=NDJSON)
-    async for event in events:
-        if isinstance(event, PropagationDone):
-            return PropagationSummary(**event.model_dump(exclude={"type"}))
+    try:
+        async for event in events:
+            if isinstance(event, PropagationDone):
+                return PropagationSummary(**event.model_dump(exclude={"type"}))
+    finally:
+        await events.aclose()  # marks the session ready in the store at once
     raise RuntimeError("propagation ended without its summary")
 
 

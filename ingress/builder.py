@@ -33,6 +33,10 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         request_router_config={
             "request_router_class": f"{SessionRouter.__module__}:{SessionRouter.__name__}",
             "request_routing_stats_period_s": settings.routing_stats_period_s,
+            # A placement counts against its replica until the replica's next reports show it.
+            "request_router_kwargs": {
+                "placement_grace_s": max(2.0, 3 * settings.routing_stats_period_s)
+            },
             "request_routing_stats_timeout_s": 10,
         },
         **_scaling(settings),

@@ -37,7 +37,7 @@ live_routers: weakref.WeakSet[RequestRouter] = weakref.WeakSet()
 class SessionRouter(RequestRouter):
     """Routes by session owner; places new sessions by free slots."""
 
-    def initialize_state(self, placement_grace_s: float = 10.0, **_: Any) -> None:
+    def initialize_state(self, placement_grace_s: float = 2.0, **_: Any) -> None:
         self._placement_grace_s = placement_grace_s
         # session id -> (replica, when): placed here, maybe not in the replica's stats yet
         self._placed: dict[str, tuple[ReplicaID, float]] = {}

@@ -120,6 +120,7 @@ def test_downscaling_from_two_replicas_to_one_keeps_every_session(stack, video):
         if stack.client.get("/health").json()["active_sessions"] == 0:
             break
         time.sleep(0.25)
+    time.sleep(2.0)  # and the router's own placements of them have lapsed
     sessions = [stack.upload(video).json() for _ in range(2)]
     assert len({s["replica"] for s in sessions}) == 2
     for s in sessions:

@@ -63,7 +63,7 @@ def _closed(schema: Any) -> Any:
 def rayservice_validator() -> jsonschema.protocols.Validator:
     if not CRD.exists():
         pytest.skip(f"the KubeRay CRD is not at {CRD} (shared/ beside the checkout; CI has it)")
-    crd = yaml.safe_load(CRD.read_text())
+    crd = yaml.load(CRD.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # 1 MB
     (stored,) = [v for v in crd["spec"]["versions"] if v["storage"]]
     schema = _closed(stored["schema"]["openAPIV3Schema"])
     return jsonschema.Draft202012Validator(schema)

@@ -399,8 +399,9 @@ class VideoReader:
     backward walk decodes from the keyframe before, one segment of at most half the buffer at a
     time (a long GOP is re-decoded from its keyframe per segment), serves it in reverse and
     decodes the previous segment meanwhile; a jump decodes just that frame, from the nearest
-    keyframe before it. Frames are kept at the selection's size, at most ``buffer_bytes`` (two
-    frames at least).
+    keyframe before it. Decoded frames are kept at the selection's size and only while the
+    walk needs them: at most ``buffer_bytes`` (two frames at least), besides frames callers
+    are waiting for.
     """
 
     def __init__(
@@ -415,9 +416,9 @@ class VideoReader:
         self._index = index
         self._selection = selection
         self._decoder = _Decoder(source, index, (selection.width, selection.height))
-        self._capacity = max(2, buffer_bytes // (selection.width * selection.height * 3))
-        self._segment = self._capacity // 2
-        self._ahead = min(_AHEAD, self._capacity - 1)
+        capacity = max(2, buffer_bytes // (selection.width * selection.height * 3))
+        self._segment = capacity // 2
+        self._ahead = min(_AHEAD, capacity - 1)
         self._frames: dict[int, np.ndarray] = {}
         self._errors: dict[int, BadVideoError] = {}
         self._waiting: Counter[int] = Counter()
@@ -499,6 +500,7 @@ class VideoReader:
             step = k - self._cursor
             self._direction = step if step in (1, -1) else 0
         self._cursor = k
+        self._evict()
         self._cond.notify_all()
 
     # -- worker --
@@ -585,19 +587,24 @@ class VideoReader:
         return self._cancel or self._closed
 
     def _store(self, k: int, array: np.ndarray) -> None:
-        """Keep frame ``k``; past the capacity, drop frames the walk has passed (farthest
-        first), then those farthest ahead; never one a caller waits for."""
         self._frames[k] = array
         self._cond.notify_all()
-        while len(self._frames) > self._capacity:
-            victims = [i for i in self._frames if i != k and i not in self._waiting]
-            if not victims:
-                return
-            del self._frames[max(victims, key=self._eviction_rank)]
+        self._evict()
 
-    def _eviction_rank(self, k: int) -> tuple[bool, int]:
-        offset = k - (self._cursor or 0)
-        return offset * self._direction < 0, abs(offset)
+    def _evict(self) -> None:
+        """Drop the frames the walk no longer needs, unless a caller waits for them."""
+        for k in [k for k in self._frames if not self._needed(k) and k not in self._waiting]:
+            del self._frames[k]
+
+    def _needed(self, k: int) -> bool:
+        """Inside the walk's window: the frames ahead of a forward walk, the two segments below
+        a backward one, the frame last asked for after a jump."""
+        cursor = self._cursor if self._cursor is not None else k
+        if self._direction == 1:
+            return cursor <= k <= cursor + self._ahead
+        if self._direction == -1:
+            return cursor - 2 * self._segment < k <= cursor
+        return k == cursor
 
 
 class _Decoder:

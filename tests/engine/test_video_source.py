@@ -330,6 +330,15 @@ def test_a_backward_walk_through_a_long_gop_stays_within_the_buffer(long_gop):
             assert reader.buffer_nbytes() <= 10 * frame_bytes
 
 
+def test_a_forward_walk_keeps_only_the_frames_ahead_of_it(clip):
+    index, selection = select(clip)
+    frame_bytes = selection.width * selection.height * 3
+    with VideoReader(clip, index, selection, buffer_bytes=100 * frame_bytes) as reader:
+        for k in range(120):
+            reader.frame(k)
+            assert reader.buffer_nbytes() <= 9 * frame_bytes  # the frame and 8 ahead
+
+
 def test_a_walk_that_turns_back_and_jumps_reads_the_right_frames(clip):
     index, selection = select(clip)
     expected = expected_frames(clip, selection)

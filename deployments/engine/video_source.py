@@ -399,7 +399,7 @@ class VideoReader:
     backward walk decodes from the keyframe before, one segment of at most half the buffer at a
     time (a long GOP is re-decoded from its keyframe per segment), serves it in reverse and
     decodes the previous segment meanwhile; a jump decodes just that frame, from the nearest
-    keyframe before it. Decoded frames are kept at the selection's size and only while the
+    keyframe before it. Decoded frames are kept at the output size and only while the
     walk needs them: at most ``buffer_bytes`` (two frames at least), besides frames callers
     are waiting for.
     """
@@ -411,12 +411,17 @@ class VideoReader:
         selection: VideoSelection,
         *,
         buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+        size: tuple[int, int] | None = None,
     ) -> None:
+        """``size`` (w, h) overrides the selection's size, e.g. the model's square input: swscale
+        then converts and resizes in one pass. Raises BadVideoError when ``source`` is not the
+        file ``index`` describes."""
         index.check_source(source)
         self._index = index
         self._selection = selection
-        self._decoder = _Decoder(source, index, (selection.width, selection.height))
-        capacity = max(2, buffer_bytes // (selection.width * selection.height * 3))
+        width, height = size or (selection.width, selection.height)
+        self._decoder = _Decoder(source, index, (width, height))
+        capacity = max(2, buffer_bytes // (width * height * 3))
         self._segment = capacity // 2
         self._ahead = min(_AHEAD, capacity - 1)
         self._frames: dict[int, np.ndarray] = {}

@@ -379,6 +379,13 @@ def test_a_prefetched_frame_is_decoded_before_it_is_read(clip):
         np.testing.assert_array_equal(reader.frame(100), expected_frames(clip, selection)[100])
 
 
+def test_frames_come_at_the_size_asked_for(clip):
+    index, selection = select(clip, start_time=1, frame_stride=2)
+    expected = full_decode(clip, (64, 64))[selection.source_frame(10)]
+    with VideoReader(clip, index, selection, size=(64, 64)) as reader:
+        np.testing.assert_array_equal(reader.frame(10), expected)
+
+
 def test_frames_are_read_only(clip):
     index, selection = select(clip)
     with VideoReader(clip, index, selection) as reader, pytest.raises(ValueError):

@@ -432,6 +432,7 @@ class VideoReader:
         self._job: _Job | None = None
         self._cancel = False
         self._closed = False
+        self._failure: Exception | None = None  # what stopped the worker, if it failed
         self._cond = threading.Condition()
         self._worker = threading.Thread(target=self._run, name="video-reader", daemon=True)
         self._worker.start()
@@ -491,6 +492,8 @@ class VideoReader:
         while True:
             if self._closed:
                 raise RuntimeError("the video reader is closed")
+            if self._failure is not None:
+                raise RuntimeError("the video reader's worker failed") from self._failure
             if k in self._frames:
                 return self._frames[k]
             if k in self._errors:
@@ -520,6 +523,10 @@ class VideoReader:
                         return
                     self._job, self._cancel = job, False
                 self._execute(job)
+        except Exception as exc:  # a bug, not a bad file: fail every read rather than hang
+            with self._cond:
+                self._failure = exc
+                self._cond.notify_all()
         finally:
             self._decoder.close()
 

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from deployments.engine import video_source
 from deployments.engine.video_source import (
     ImageReader,
     VideoIndex,
@@ -396,6 +397,16 @@ def test_a_frame_outside_the_selection_is_an_index_error(clip):
     index, selection = select(clip, end_time=1)
     with VideoReader(clip, index, selection) as reader, pytest.raises(IndexError):
         reader.frame(30)
+
+
+def test_a_failing_worker_fails_reads_instead_of_hanging(clip, monkeypatch):
+    def broken(*args: object) -> None:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(video_source._Decoder, "read", broken)
+    index, selection = select(clip)
+    with VideoReader(clip, index, selection) as reader, pytest.raises(RuntimeError, match="failed"):
+        reader.frame(3)
 
 
 def test_a_closed_reader_refuses_reads(clip):

@@ -9,6 +9,7 @@ ingress found in the session store, and refuses a request that reached the wrong
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 import uuid
@@ -21,8 +22,12 @@ import torch
 from ray import serve
 
 from deployments.autoscaling import ACTIVE_SESSIONS
-from deployments.config import ServiceSettings
-from deployments.engine import (
+from deployments.engine import Session, SessionEngine
+from deployments.engine.video import decode_image
+from deployments.metrics import ReplicaMetrics
+from deployments.protocol import (
+    EXPORTS,
+    ExportFormat,
     FrameMasks,
     NotFoundError,
     ObjectInfo,
@@ -31,20 +36,15 @@ from deployments.engine import (
     PropagationDone,
     PropagationEvent,
     PropagationRequest,
-    Session,
-    SessionEngine,
+    ReviewItem,
+    ServiceSettings,
     SessionInfo,
     SessionUnavailableError,
     VideoOptions,
 )
-from deployments.engine.exports import EXPORTS, ExportFormat, ReviewItem
-from deployments.engine.video import decode_image
-from deployments.metrics import ReplicaMetrics
 
 T = TypeVar("T")
-CREATE_METHOD = "create_session"
-# Calls that take a session slot on whichever replica has the most free ones.
-PLACEMENT_METHODS = frozenset({CREATE_METHOD, "restore_session", "segment_image", "track"})
+logger = logging.getLogger("ray.serve")
 
 
 class SAM2Replica:
@@ -58,6 +58,13 @@ class SAM2Replica:
             max_workers=self.settings.max_ongoing_requests, thread_name_prefix="engine-call"
         )
         self._metrics = ReplicaMetrics(self.engine.model_name)
+        logger.info(
+            "SAM 2 replica %s: model %s on %s, computing in %s",
+            self.replica_id,
+            self.engine.model_name,
+            self.engine.predictor.device,
+            self.engine.compute_dtype,
+        )
 
     # ---- Serve hooks -------------------------------------------------------------------------
 
@@ -79,6 +86,8 @@ class SAM2Replica:
             "replica": self.replica_id,
             "pid": os.getpid(),
             "model": self.engine.model_name,
+            "device": str(self.engine.predictor.device),
+            "compute_dtype": self.engine.compute_dtype,
             "active_sessions": self.engine.active_sessions,
             "max_sessions": self.settings.max_sessions,
             "free_slots": self.engine.free_slots,

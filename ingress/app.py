@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.config import ServiceSettings
+from deployments.protocol import ServiceSettings
 from ingress import errors
 from ingress.routers import (
     exports,

@@ -9,7 +9,7 @@ from ray import serve
 from ray.serve import Application
 
 from deployments.autoscaling import SessionSlotsPolicy
-from deployments.config import ServiceSettings
+from deployments.protocol import ServiceSettings
 from deployments.replica import SAM2Replica
 from ingress.app import Ingress
 from ingress.routing import SessionRouter

@@ -18,7 +18,7 @@ from ray.serve.metrics import Counter
 from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.exceptions import HTTPException
 
-from deployments.engine import errors as e
+from deployments.protocol import errors as e
 
 logger = logging.getLogger("ray.serve")
 

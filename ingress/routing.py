@@ -26,8 +26,7 @@ from typing import Any
 
 from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
 
-from deployments.engine.errors import EngineError, SessionUnavailableError
-from deployments.replica import PLACEMENT_METHODS
+from deployments.protocol import PLACEMENT_METHODS, EngineError, SessionUnavailableError
 
 # The routers of this process, for /health. Serve pickles the router class by value, so the
 # class that runs is a copy: it registers itself here through the imported module.

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployments.engine import (
+from deployments.protocol import (
     FrameMask,
     ObjectInfo,
     PropagationProgress,
@@ -90,6 +90,10 @@ class ModelEntry(BaseModel):
     checkpoint: str
     loaded: bool = Field(description="Whether SAM 2 replicas run this model.")
     replicas: list[str] = Field(default_factory=list, description="Replicas that loaded it.")
+    compute_dtype: Literal["float32", "bfloat16"] | None = Field(
+        None, description="The dtype its replicas compute in (setting compute_dtype); if loaded."
+    )
+    device: str | None = Field(None, description="The device its replicas run on; if loaded.")
 
 
 class ModelList(BaseModel):

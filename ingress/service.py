@@ -20,8 +20,8 @@ from typing import Any
 
 from ray.serve.handle import DeploymentHandle
 
-from deployments.config import ServiceSettings
-from deployments.engine import (
+from deployments.protocol import (
+    CREATE_METHOD,
     DeadlineExceededError,
     FrameMasks,
     InvalidRequestError,
@@ -31,14 +31,14 @@ from deployments.engine import (
     PromptResult,
     PropagationEvent,
     PropagationRequest,
+    ReviewItem,
+    ServiceSettings,
     SessionInfo,
     SessionUnavailableError,
     UnauthorizedError,
     VideoOptions,
     new_session_id,
 )
-from deployments.engine.exports import ReviewItem
-from deployments.replica import CREATE_METHOD
 from ingress import routing
 from ingress.errors import unwrap
 from ingress.schemas import Health, Session

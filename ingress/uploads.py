@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from deployments.engine import InvalidRequestError, UploadTooLargeError
+from deployments.protocol import InvalidRequestError, UploadTooLargeError
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 _MAX_FORM_FIELDS = 32

@@ -34,7 +34,7 @@ import numpy as np
 from local_service import write_section
 
 if TYPE_CHECKING:
-    from deployments.engine import EngineSettings
+    from deployments.protocol import EngineSettings
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = (REPO / "../shared/videos/bedroom.mp4").resolve()
@@ -107,7 +107,7 @@ def _timed() -> Iterator[dict[str, float]]:
 
 def _settings(args: argparse.Namespace, storage_root: Path | None = None) -> EngineSettings:
     """One settings object for both sides, so load_predictor builds identical models."""
-    from deployments.engine import EngineSettings
+    from deployments.protocol import EngineSettings
 
     extra = {"storage_root": storage_root, "max_sessions": 1} if storage_root else {}
     return EngineSettings(
@@ -167,13 +167,8 @@ def run_bare(args: argparse.Namespace) -> Figures:
 
 def run_engine(args: argparse.Namespace) -> Figures:
     """The engine end to end: create_session on the mp4, one click, a forward propagation."""
-    from deployments.engine import (
-        FrameMasks,
-        Prompt,
-        PropagationRequest,
-        SessionEngine,
-        VideoOptions,
-    )
+    from deployments.engine import SessionEngine
+    from deployments.protocol import FrameMasks, Prompt, PropagationRequest, VideoOptions
 
     fps, width, height = _clip_geometry(args.video)
     began = time.perf_counter()

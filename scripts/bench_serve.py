@@ -77,8 +77,8 @@ def click_plan(args: argparse.Namespace, width: int, height: int) -> list[dict[s
 
 
 def run_engine(args: argparse.Namespace, storage: Path) -> dict[str, Any]:
-    from deployments.config import ServiceSettings
-    from deployments.engine import Prompt, PropagationRequest, SessionEngine, VideoOptions
+    from deployments.engine import SessionEngine
+    from deployments.protocol import Prompt, PropagationRequest, ServiceSettings, VideoOptions
 
     engine = SessionEngine(ServiceSettings(**settings(args, storage)))
     try:

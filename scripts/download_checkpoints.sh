@@ -2,7 +2,7 @@
 # Download official SAM 2 / SAM 2.1 checkpoints from Meta into checkpoints/.
 #   scripts/download_checkpoints.sh                      # sam2.1_hiera_tiny
 #   scripts/download_checkpoints.sh sam2.1_hiera_large sam2_hiera_small
-# The URLs come from the model registry (deployments/engine/models.py), the one place they live.
+# The URLs come from the model registry (deployments/protocol/registry.py), the one place they live.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
@@ -11,7 +11,8 @@ mkdir -p checkpoints
 
 urls=$("$python" -c '
 import sys
-from deployments.engine.models import ModelLoadError, official_downloads
+from deployments.protocol import ModelLoadError
+from deployments.protocol.registry import official_downloads
 try:
     for url, file in official_downloads(sys.argv[1:] or ["sam2.1_hiera_tiny"]):
         print(url, file)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from deployments.engine import EngineSettings, SessionEngine
+from deployments.engine import SessionEngine
 from deployments.engine.models import load_predictor
+from deployments.protocol import EngineSettings
 from tests.videos import write_video
 
 TEST_IMAGE_SIZE = 256

@@ -7,7 +7,6 @@ lifecycle and capacity; the per-session operations are on ``Session``.
 from __future__ import annotations
 
 import re
-import secrets
 import shutil
 import threading
 from pathlib import Path
@@ -15,46 +14,63 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deployments.engine.config import EngineSettings
-from deployments.engine.errors import (
+from deployments.engine.executor import ModelExecutor
+from deployments.engine.models import load_predictor, resolve_device
+from deployments.engine.precision import resolve_compute_dtype
+from deployments.engine.predictor import ServingVideoPredictor
+from deployments.engine.session import Session
+from deployments.engine.video import ingest_video, write_single_frame
+from deployments.protocol.errors import (
     CapacityError,
     ConflictError,
     InvalidRequestError,
     NotFoundError,
 )
-from deployments.engine.executor import ModelExecutor
-from deployments.engine.models import load_predictor, resolve_device, resolve_spec
-from deployments.engine.session import Session
-from deployments.engine.types import Prompt, PromptResult, SessionInfo, VideoInfo, VideoOptions
-from deployments.engine.video import ingest_video, write_single_frame
+from deployments.protocol.registry import resolve_spec
+from deployments.protocol.settings import EngineSettings
+from deployments.protocol.types import (
+    SESSION_ID_PATTERN,
+    Prompt,
+    PromptResult,
+    SessionInfo,
+    VideoInfo,
+    VideoOptions,
+    new_session_id,
+)
 
-_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+_SESSION_ID = re.compile(SESSION_ID_PATTERN)
 VIDEO_INFO_FILE = "video.json"
-
-
-def new_session_id() -> str:
-    """128 random bits, URL-safe."""
-    return secrets.token_urlsafe(16)
 
 
 class SessionEngine:
     """Creates, finds and frees sessions over one model and one fair ``ModelExecutor``."""
 
-    def __init__(self, settings: EngineSettings, predictor: torch.nn.Module | None = None):
+    def __init__(
+        self, settings: EngineSettings, predictor: ServingVideoPredictor | None = None
+    ) -> None:
         """Load the model the settings name, unless a built ``predictor`` is given (tests share
         one between engines). Raises ModelLoadError."""
         self.settings = settings
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         self.model_name = resolve_spec(settings).name
-        device = predictor.device if predictor is not None else resolve_device(settings.device)
-        self.executor = ModelExecutor(device)
+        if predictor is not None:
+            device, dtype = predictor.device, predictor.compute_dtype
+        else:
+            device = resolve_device(settings.device)
+            dtype = resolve_compute_dtype(settings.compute_dtype, device)
+        self.executor = ModelExecutor(device, dtype)
         # Built on the model thread itself: built on one thread and run on another, torch's
         # OpenMP workers sleep between operations (measured 10-50% slower on CPU).
         self.predictor = predictor or self.executor.run("engine", lambda: load_predictor(settings))
         self._sessions: dict[str, Session] = {}
         self._creating: set[str] = set()
         self._lock = threading.Lock()
+
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype the model computes in: ``float32`` or ``bfloat16``."""
+        return str(self.executor.dtype).removeprefix("torch.")
 
     @property
     def active_sessions(self) -> int:

@@ -4,12 +4,11 @@ Every call into SAM 2 goes through here. Work is queued per session and served r
 one item at a time; a propagation submits one frame per item, so a click on session B waits
 for at most the frame that session A is computing, not A's whole propagation (Meta's demo
 holds one lock through a whole propagation). One thread also gives one place for the
-thread-local autocast and inference-mode contexts.
+thread-local autocast and inference-mode contexts (``precision.model_context``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -18,6 +17,8 @@ from typing import TypeVar
 
 import torch
 
+from deployments.engine.precision import model_context
+
 T = TypeVar("T")
 _Work = tuple[Callable[[], object], Future]
 
@@ -25,8 +26,9 @@ _Work = tuple[Callable[[], object], Future]
 class ModelExecutor:
     """Runs submitted callables on one worker thread, round-robin across owners (sessions)."""
 
-    def __init__(self, device: torch.device, name: str = "sam2-model") -> None:
+    def __init__(self, device: torch.device, dtype: torch.dtype, name: str = "sam2-model") -> None:
         self.device = device
+        self.dtype = dtype
         self._queues: OrderedDict[str, deque[_Work]] = OrderedDict()
         self._cond = threading.Condition()
         self._closed = False
@@ -81,7 +83,7 @@ class ModelExecutor:
             return work
 
     def _serve(self) -> None:
-        with self._model_context():
+        with model_context(self.device, self.dtype):
             while (work := self._next()) is not None:
                 fn, future = work
                 if not future.set_running_or_notify_cancel():
@@ -90,14 +92,3 @@ class ModelExecutor:
                     future.set_result(fn())
                 except BaseException as exc:
                     future.set_exception(exc)
-
-    def _model_context(self) -> contextlib.ExitStack:
-        """bf16 autocast on CUDA and CPU alike (fp32 on CPU crashes SAM 2 when objects start on
-        different frames), TF32 on Ampere+, inference mode."""
-        stack = contextlib.ExitStack()
-        stack.enter_context(torch.inference_mode())
-        stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
-        if self.device.type == "cuda" and torch.cuda.get_device_properties(self.device).major >= 8:
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        return stack

@@ -11,7 +11,6 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import av
 import cv2
@@ -21,15 +20,14 @@ from pycocotools import mask as mask_utils
 
 from deployments.engine.frames import FrameSource
 from deployments.engine.masks import MaskStore, decode_mask
-from deployments.engine.types import FrameMask, ObjectInfo, VideoInfo
+from deployments.protocol.types import (
+    ExportFormat,
+    FrameMask,
+    ObjectInfo,
+    ReviewItem,
+    VideoInfo,
+)
 
-ExportFormat = Literal["coco", "png_zip", "davis", "mp4"]
-EXPORTS: dict[str, tuple[str, str]] = {  # format -> (media type, file suffix)
-    "coco": ("application/json", ".json"),
-    "png_zip": ("application/zip", ".zip"),
-    "davis": ("application/zip", ".zip"),
-    "mp4": ("video/mp4", ".mp4"),
-}
 _OVERLAY_ALPHA = 0.45
 
 
@@ -208,14 +206,6 @@ def _rate(fps: float):
     from fractions import Fraction
 
     return Fraction(fps).limit_denominator(1001)
-
-
-@dataclass(frozen=True)
-class ReviewItem:
-    frame_index: int
-    obj_id: int
-    reason: Literal["low_score", "area_jump", "lost"]
-    value: float
 
 
 def review(masks: MaskStore, score_threshold: float, iou_threshold: float) -> list[ReviewItem]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from deployments.engine.types import RLE, FrameMask, FrameMasks
+from deployments.protocol.types import RLE, FrameMask, FrameMasks
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS masks (

@@ -1,69 +1,24 @@
-"""The model registry (name -> sam2 config + checkpoint) and the one place that builds a
-``SAM2VideoPredictor`` from settings.
-
-``scripts/download_checkpoints.sh`` reads the official URLs from here, so they live here only.
-"""
+"""The one place that builds SAM 2's video predictor from settings: registry entry (see
+``deployments.protocol.registry``), checkpoint, device and compute dtype."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from deployments.engine.config import EngineSettings
-from deployments.engine.errors import ModelLoadError
-
-_SAM21_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
-_SAM20_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/"
-CUSTOM = "custom"
+from deployments.engine.precision import resolve_compute_dtype
+from deployments.engine.predictor import ServingVideoPredictor
+from deployments.protocol.errors import ModelLoadError
+from deployments.protocol.registry import ModelSpec, resolve_spec
+from deployments.protocol.settings import EngineSettings
 
 # Like Meta's demo (sam2#731): a correction click on a tracked frame becomes a conditioning
 # frame, so it sticks when the video is propagated again.
-_SERVING_OVERRIDES = ("++model.add_all_frames_to_correct_as_cond=true",)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One registry entry."""
-
-    name: str
-    config: str
-    checkpoint: str
-    url: str | None
-
-
-def _official(prefix: str, config_dir: str, base_url: str) -> dict[str, ModelSpec]:
-    sizes = {"tiny": "t", "small": "s", "base_plus": "b+", "large": "l"}
-    specs = {}
-    for size, short in sizes.items():
-        name = f"{prefix}_hiera_{size}"
-        specs[name] = ModelSpec(
-            name=name,
-            config=f"{config_dir}/{prefix}_hiera_{short}.yaml",
-            checkpoint=f"{name}.pt",
-            url=f"{base_url}{name}.pt",
-        )
-    return specs
-
-
-REGISTRY: dict[str, ModelSpec] = {
-    **_official("sam2.1", "configs/sam2.1", _SAM21_URL),
-    **_official("sam2", "configs/sam2", _SAM20_URL),
-}
-
-
-def resolve_spec(settings: EngineSettings) -> ModelSpec:
-    """The registry entry the settings ask for; ``custom`` takes config and checkpoint as given."""
-    if settings.model == CUSTOM:
-        if not settings.custom_config:
-            raise ModelLoadError("model 'custom' needs custom_config (a sam2 config or YAML path)")
-        checkpoint = settings.checkpoint.name if settings.checkpoint else "custom.pt"
-        return ModelSpec(CUSTOM, settings.custom_config, checkpoint, None)
-    if settings.model not in REGISTRY:
-        known = ", ".join([*REGISTRY, CUSTOM])
-        raise ModelLoadError(f"unknown model {settings.model!r}; known: {known}")
-    return REGISTRY[settings.model]
+_SERVING_OVERRIDES = (
+    "++model.add_all_frames_to_correct_as_cond=true",
+    f"++model._target_={ServingVideoPredictor.__module__}.{ServingVideoPredictor.__qualname__}",
+)
 
 
 def checkpoint_path(settings: EngineSettings, spec: ModelSpec) -> Path:
@@ -76,8 +31,9 @@ def resolve_device(setting: str) -> torch.device:
     return torch.device(setting)
 
 
-def load_predictor(settings: EngineSettings) -> torch.nn.Module:
-    """Build the video predictor the settings name, on their device, in eval mode.
+def load_predictor(settings: EngineSettings) -> ServingVideoPredictor:
+    """Build the video predictor the settings name, on their device, in eval mode, computing
+    in the settings' dtype (run it under ``precision.model_context``).
 
     Raises ModelLoadError for an unknown model or a missing checkpoint (unless the settings
     explicitly ask for random weights).
@@ -100,9 +56,11 @@ def load_predictor(settings: EngineSettings) -> torch.nn.Module:
         overrides.append(f"++model.image_size={settings.image_size}")
     device = resolve_device(settings.device)
     try:
-        return _build(spec.config, ckpt, device, overrides)
+        predictor = _build(spec.config, ckpt, device, overrides)
     except (RuntimeError, OSError, ValueError) as exc:
         raise ModelLoadError(f"building {spec.name!r} failed: {exc}") from exc
+    predictor.compute_dtype = resolve_compute_dtype(settings.compute_dtype, device)
+    return predictor
 
 
 def _build(config: str, ckpt: Path | None, device: torch.device, overrides: list[str]):
@@ -135,11 +93,3 @@ def _build_from_file(path: Path, ckpt: Path | None, device: torch.device, overri
     finally:
         GlobalHydra.instance().clear()
         initialize_config_module("sam2", version_base="1.2")
-
-
-def official_downloads(names: list[str]) -> list[tuple[str, str]]:
-    """(url, file name) of each named official checkpoint; ModelLoadError for other names."""
-    unknown = [name for name in names if name not in REGISTRY]
-    if unknown:
-        raise ModelLoadError(f"no official checkpoint for {unknown}; known: {', '.join(REGISTRY)}")
-    return [(REGISTRY[name].url, REGISTRY[name].checkpoint) for name in names]

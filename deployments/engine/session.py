@@ -24,13 +24,6 @@ import torch
 import torch.nn.functional as F
 
 from deployments.engine import state as sam_state
-from deployments.engine.errors import (
-    ConflictError,
-    FrameOutOfRangeError,
-    InvalidPromptError,
-    InvalidRequestError,
-    NotFoundError,
-)
 from deployments.engine.executor import ModelExecutor
 from deployments.engine.exports import (
     ExportFormat,
@@ -43,7 +36,15 @@ from deployments.engine.exports import (
 from deployments.engine.exports import review as review_masks
 from deployments.engine.frames import FrameSource
 from deployments.engine.masks import MaskStore, decode_mask, encode_masks
-from deployments.engine.types import (
+from deployments.engine.video import frame_path
+from deployments.protocol.errors import (
+    ConflictError,
+    FrameOutOfRangeError,
+    InvalidPromptError,
+    InvalidRequestError,
+    NotFoundError,
+)
+from deployments.protocol.types import (
     FrameMasks,
     ObjectInfo,
     Prompt,
@@ -55,7 +56,6 @@ from deployments.engine.types import (
     SessionInfo,
     VideoInfo,
 )
-from deployments.engine.video import frame_path
 
 T = TypeVar("T")
 # Logit magnitude given to a mask rebuilt from the MaskStore when it seeds a refinement click

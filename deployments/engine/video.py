@@ -12,13 +12,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deployments.engine.errors import (
+from deployments.protocol.errors import (
     BadImageError,
     BadVideoError,
     InvalidRequestError,
     VideoTooLargeError,
 )
-from deployments.engine.types import SourceVideo, VideoInfo, VideoOptions
+from deployments.protocol.types import SourceVideo, VideoInfo, VideoOptions
 
 FRAME_NAME = "{:06d}.jpg"
 # Writes in flight while decoding: enough to overlap JPEG encoding with decoding, few enough

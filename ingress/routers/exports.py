@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
-from deployments.engine.exports import EXPORTS, ExportFormat
+from deployments.protocol import EXPORTS, ExportFormat
 from ingress.routers.deps import Service
 from ingress.schemas import ERROR_RESPONSES
 

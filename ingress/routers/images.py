@@ -10,7 +10,7 @@ import json
 from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 
-from deployments.engine import InvalidRequestError, Prompt, UnsupportedMediaError
+from deployments.protocol import InvalidRequestError, Prompt, UnsupportedMediaError
 from ingress.routers.deps import Service
 from ingress.schemas import (
     BINARY,

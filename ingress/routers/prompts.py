@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Response
 
-from deployments.engine import ObjectInfo, Prompt, PromptResult
+from deployments.protocol import ObjectInfo, Prompt, PromptResult
 from ingress.routers.deps import Service
 from ingress.schemas import ERROR_RESPONSES, FrameMasksResponse, ObjectList, ObjectPatch
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
-from deployments.engine import PropagationDone, PropagationEvent, PropagationRequest
+from deployments.protocol import PropagationDone, PropagationEvent, PropagationRequest
 from ingress.errors import error_body, status_of, unwrap
 from ingress.routers.deps import Service, bearer_key
 from ingress.schemas import ERROR_RESPONSES, CancelResult, PropagationSummary

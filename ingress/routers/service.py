@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from deployments.engine import REGISTRY
+from deployments.protocol import REGISTRY
 from ingress.routers.deps import OpenService, Service
 from ingress.schemas import Health, ModelEntry, ModelList
 
@@ -23,24 +23,31 @@ async def health(service: OpenService):
 
 @router.get("/api/v1/models", response_model=ModelList)
 async def models(service: Service) -> ModelList:
-    """The model registry; `loaded` and `replicas` say which replicas loaded which model."""
-    loaded_on: dict[str, list[str]] = {}
+    """The model registry; `loaded`, `replicas`, `compute_dtype` and `device` say which
+    replicas loaded which model, and how they run it."""
+    loaded: dict[str, list[dict]] = {}
     for stats in await service.replica_stats():
         if "model" in stats:
-            loaded_on.setdefault(stats["model"], []).append(stats["replica"])
+            loaded.setdefault(stats["model"], []).append(stats)
     entries = [(s.name, s.config, s.checkpoint) for s in REGISTRY.values()]
     if service.settings.model not in REGISTRY:  # custom
         entries.append((service.settings.model, service.settings.custom_config or "", ""))
     return ModelList(
         default=service.settings.model,
-        models=[
-            ModelEntry(
-                name=name,
-                config=config,
-                checkpoint=checkpoint,
-                loaded=name in loaded_on,
-                replicas=loaded_on.get(name, []),
-            )
-            for name, config, checkpoint in entries
-        ],
+        models=[_entry(*entry, loaded.get(entry[0], [])) for entry in entries],
+    )
+
+
+def _entry(name: str, config: str, checkpoint: str, replicas: list[dict]) -> ModelEntry:
+    """One registry entry with what its replicas report (replicas of one model share one
+    configuration, so the first one's dtype and device stand for all)."""
+    first = replicas[0] if replicas else {}
+    return ModelEntry(
+        name=name,
+        config=config,
+        checkpoint=checkpoint,
+        loaded=bool(replicas),
+        replicas=[stats["replica"] for stats in replicas],
+        compute_dtype=first.get("compute_dtype"),
+        device=first.get("device"),
     )

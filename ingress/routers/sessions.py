@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request, Response
 from starlette.datastructures import UploadFile
 
-from deployments.engine import (
+from deployments.protocol import (
     ForbiddenPathError,
     InvalidRequestError,
     NotFoundError,

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
-from deployments.engine import InvalidRequestError, Prompt
+from deployments.protocol import InvalidRequestError, Prompt
 from ingress.routers.deps import Service
 from ingress.schemas import BINARY, ERROR_RESPONSES, request_body
 from ingress.uploads import limited_form, media_type, safe_suffix, save_body, save_upload, validated

@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 
-from deployments.engine import errors as e
+from deployments.protocol import errors as e
 from ingress.errors import error_response, status_of, unwrap
 
 

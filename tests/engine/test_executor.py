@@ -12,7 +12,7 @@ from deployments.engine.executor import ModelExecutor
 
 @pytest.fixture
 def executor():
-    executor = ModelExecutor(torch.device("cpu"))
+    executor = ModelExecutor(torch.device("cpu"), torch.bfloat16)
     yield executor
     executor.close()
 

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from deployments.engine import CapacityError, Prompt, PropagationRequest
 from deployments.engine.exports import review
 from deployments.engine.masks import MaskStore, decode_mask, encode_masks
+from deployments.protocol import CapacityError, Prompt, PropagationRequest
 
 NUM_FRAMES = 24
 

@@ -6,7 +6,7 @@ import itertools
 import threading
 import time
 
-from deployments.engine import Prompt, PropagationRequest
+from deployments.protocol import Prompt, PropagationRequest
 from tests.videos import write_video
 
 

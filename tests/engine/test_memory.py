@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deployments.engine import Prompt, PropagationRequest
 from deployments.engine import state as sam_state
 from deployments.engine.masks import decode_mask
+from deployments.protocol import Prompt, PropagationRequest
 from tests.videos import write_video
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import sam2
 
-from deployments.engine import REGISTRY, EngineSettings, ModelLoadError
-from deployments.engine.models import load_predictor, official_downloads, resolve_spec
+from deployments.engine.models import load_predictor
+from deployments.protocol import REGISTRY, EngineSettings, ModelLoadError
+from deployments.protocol.registry import official_downloads, resolve_spec
 
 
 def test_registry_holds_sam2_and_sam21_in_four_sizes():

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from deployments.engine import (
+from deployments.engine.masks import decode_mask
+from deployments.protocol import (
     RLE,
     ConflictError,
     FrameOutOfRangeError,
@@ -15,7 +16,6 @@ from deployments.engine import (
     Prompt,
     PropagationRequest,
 )
-from deployments.engine.masks import decode_mask
 
 
 @pytest.fixture

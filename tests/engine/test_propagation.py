@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from deployments.engine import (
+from deployments.protocol import (
     ConflictError,
     FrameMasks,
     FrameOutOfRangeError,
@@ -82,17 +82,6 @@ def test_every_frame_event_holds_every_object(session):
     session.add_prompt(Prompt(frame_index=0, obj_id=2, box=(100, 2, 150, 40)))
     frames, _ = run(session, direction="forward", max_frames=4)
     assert all([m.obj_id for m in f.masks] == [1, 2] for f in frames)
-
-
-def test_two_objects_first_clicked_on_different_frames(session):
-    click(session, 3, obj_id=1)
-    session.add_prompt(Prompt(frame_index=15, obj_id=2, box=(100, 40, 150, 80)))
-    frames, _ = run(session, direction="both")
-    assert sorted(frame_order(frames)) == list(range(NUM_FRAMES))
-    objects = {o.obj_id: o for o in session.objects()}
-    assert objects[1].prompt_frames == [3] and objects[2].prompt_frames == [15]
-    stored = {f.frame_index: [m.obj_id for m in f.masks] for f in session.masks.frames()}
-    assert all(ids == [1, 2] for ids in stored.values()) and len(stored) == NUM_FRAMES
 
 
 def test_object_added_after_a_propagation_is_tracked_on_its_own(session):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from deployments.engine import (
+from deployments.engine import SessionEngine
+from deployments.protocol import (
     BadVideoError,
     CapacityError,
     ConflictError,
     InvalidRequestError,
     NotFoundError,
-    SessionEngine,
     VideoOptions,
 )
 from tests.conftest import engine_settings
@@ -73,7 +73,7 @@ def test_delete_frees_the_slot_and_every_file(engine, video):
 
 
 def test_shutdown_keeps_files_and_another_engine_restores_the_session(tmp_path, predictor, video):
-    from deployments.engine import Prompt, PropagationRequest
+    from deployments.protocol import Prompt, PropagationRequest
 
     first = SessionEngine(engine_settings(tmp_path), predictor=predictor)
     sid = first.create_session(video).session_id

@@ -5,13 +5,13 @@ from __future__ import annotations
 import cv2
 import pytest
 
-from deployments.engine import (
+from deployments.engine.video import frame_path, ingest_video
+from deployments.protocol import (
     BadVideoError,
     InvalidRequestError,
     VideoOptions,
     VideoTooLargeError,
 )
-from deployments.engine.video import frame_path, ingest_video
 from tests.videos import write_video
 
 

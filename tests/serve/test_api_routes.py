@@ -14,11 +14,13 @@ import av
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from deployments.engine.precision import resolve_compute_dtype
 from tests.serve.conftest import deploy, stack_settings
 from tests.videos import circle_at, write_video
 
@@ -287,3 +289,7 @@ def test_models_list_the_registry_and_what_replicas_loaded(stack):
     assert len(by_name) == 8 and by_name["sam2.1_hiera_tiny"]["loaded"] is True
     assert len(by_name["sam2.1_hiera_tiny"]["replicas"]) == 2
     assert by_name["sam2_hiera_large"]["loaded"] is False
+    auto = str(resolve_compute_dtype("auto", torch.device("cpu"))).removeprefix("torch.")
+    tiny = by_name["sam2.1_hiera_tiny"]
+    assert (tiny["compute_dtype"], tiny["device"]) == (auto, "cpu")
+    assert by_name["sam2_hiera_large"]["compute_dtype"] is None

@@ -1,9 +1,12 @@
-"""Typed requests and results of the engine. They follow ``shared/api/CONTRACT.md`` so the
-ingress can serve them as they are (frame space, COCO RLE, snake_case)."""
+"""Typed requests and results shared by the ingress and the replicas. They follow
+``shared/api/CONTRACT.md`` so the ingress serves them as they are (frame space, COCO RLE,
+snake_case). Torch-free: pydantic and the standard library only."""
 
 from __future__ import annotations
 
 import re
+import secrets
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -12,7 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 ObjectId = Annotated[int, Field(ge=1, le=255, description="1..255: fits a DAVIS palette PNG.")]
 Point = tuple[float, float]
 
+# Session ids: new ones are 128 random bits, URL-safe (22 characters).
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 _CLOCK = re.compile(r"^(\d+):([0-5]?\d):([0-5]?\d(?:\.\d+)?)$")
+
+
+def new_session_id() -> str:
+    """128 random bits, URL-safe."""
+    return secrets.token_urlsafe(16)
 
 
 class RLE(BaseModel):
@@ -170,3 +180,20 @@ class PropagationDone(BaseModel):
 
 
 PropagationEvent = FrameMasks | PropagationDone
+
+
+ExportFormat = Literal["coco", "png_zip", "davis", "mp4"]
+EXPORTS: dict[str, tuple[str, str]] = {  # format -> (media type, file suffix)
+    "coco": ("application/json", ".json"),
+    "png_zip": ("application/zip", ".zip"),
+    "davis": ("application/zip", ".zip"),
+    "mp4": ("video/mp4", ".mp4"),
+}
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    frame_index: int
+    obj_id: int
+    reason: Literal["low_score", "area_jump", "lost"]
+    value: float

@@ -1,0 +1,112 @@
+"""Settings: one pydantic model per layer, read from the Serve config's application ``args``
+or the environment (``SAM2_SERVE_<FIELD>``, ``REDIS_URL``). ``EngineSettings`` is what the SAM 2
+session engine needs; ``ServiceSettings`` extends it with replicas, store, time budgets and
+capacity. Torch-free, so the ingress reads them without loading the model's libraries."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EngineSettings(BaseSettings):
+    """Everything the SAM 2 session engine needs to load a model and hold sessions."""
+
+    model_config = SettingsConfigDict(env_prefix="SAM2_SERVE_", extra="forbid")
+
+    model: str = Field("sam2.1_hiera_tiny", description="Name from the model registry.")
+    custom_config: str | None = Field(
+        None,
+        description="For model 'custom': a sam2 config name (configs/sam2.1/...) or a YAML path.",
+    )
+    checkpoint: Path | None = Field(
+        None, description="Checkpoint file; default: checkpoint_dir / the registry's file name."
+    )
+    checkpoint_dir: Path = Field(Path("checkpoints"), description="Where checkpoints are kept.")
+    weights: Literal["checkpoint", "random"] = Field(
+        "checkpoint",
+        description="'random' builds the model without a checkpoint: tests and offline dev only.",
+    )
+    seed: int = Field(0, description="Torch seed for random weights, so runs are repeatable.")
+    device: str = Field(
+        "auto", description="'auto' (cuda when available, else cpu), 'cpu', 'cuda:N'."
+    )
+    image_size: int | None = Field(
+        None, ge=64, description="Override the model's input size (multiple of 16); tests use 256."
+    )
+    torch_threads: int | None = Field(None, ge=1, description="torch.set_num_threads; None: keep.")
+    max_sessions: int = Field(3, ge=1, description="Sessions sharing one loaded model.")
+    max_objects: int = Field(16, ge=1, le=255, description="Objects per session.")
+    storage_root: Path = Field(
+        Path(tempfile.gettempdir()) / "sam2-serve" / "sessions",
+        description="Session directories (frames, masks); a shared volume on a cluster.",
+    )
+    frame_cache_size: int = Field(8, ge=1, description="Decoded frames kept per session (LRU).")
+    jpeg_quality: int = Field(90, ge=50, le=100, description="Quality of the stored frames.")
+    max_video_frames: int = Field(
+        108_000, ge=1, description="Most frames a session may hold (an hour at 30 fps)."
+    )
+    max_video_seconds: float = Field(
+        4 * 3600, gt=0, description="Longest video (after start/end) a session may hold."
+    )
+    offload_state_to_cpu: bool = Field(
+        False, description="Keep SAM 2 memories in host memory (saves GPU memory, a bit slower)."
+    )
+    compute_dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto",
+        description="'auto': bfloat16 on CUDA and on CPUs with native bf16 (AVX512_BF16, AMX), "
+        "float32 on other CPUs, where torch emulates bf16 about 10x slower.",
+    )
+
+
+class ServiceSettings(EngineSettings):
+    """Engine settings plus replicas, store, time budgets and capacity behaviour."""
+
+    video_root: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("video_root", "VIDEO_ROOT", "SAM2_SERVE_VIDEO_ROOT"),
+        description="Folder of server-side videos sessions may be created from.",
+    )
+    api_keys: list[str] = Field(
+        default_factory=list,
+        description="API keys (JSON list in SAM2_SERVE_API_KEYS); none: no authentication.",
+    )
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("redis_url", "REDIS_URL", "SAM2_SERVE_REDIS_URL"),
+        description="Redis session store; none: the embedded store (a named Ray actor).",
+    )
+    max_upload_bytes: int = Field(
+        16 * 2**30, ge=1, description="Largest upload; bigger ones get 413 while streaming."
+    )
+    min_replicas: int = Field(1, ge=1, description="SAM 2 replicas kept running.")
+    max_replicas: int = Field(4, ge=1, description="Most SAM 2 replicas autoscaling starts.")
+    spare_slots: int = Field(1, ge=0, description="Free session slots autoscaling keeps ready.")
+    replica_num_gpus: float = Field(0.0, ge=0, description="GPU share per replica (0.33-0.5).")
+    replica_num_cpus: float = Field(0.5, ge=0, description="CPUs reserved per replica.")
+    ingress_num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per ingress replica.")
+    max_ongoing_requests: int = Field(32, ge=1, description="Concurrent requests per replica.")
+    session_ttl_s: float = Field(1800, gt=0, description="Idle time after which a session expires.")
+    request_timeout_s: float = Field(120, gt=0, description="Time budget of a request (504).")
+    create_timeout_s: float = Field(900, gt=0, description="Time budget of a session upload.")
+    propagate_timeout_s: float = Field(3600, gt=0, description="Time budget of a propagation.")
+    export_timeout_s: float = Field(900, gt=0, description="Time budget of an export or /track.")
+    expiry_check_s: float = Field(30, gt=0, description="How often expired sessions are removed.")
+    retry_after_s: int = Field(10, ge=1, description="Retry-After sent with 503.")
+    routing_stats_period_s: float = Field(
+        1.0, gt=0, description="How often the router refreshes each replica's free slots."
+    )
+
+    @property
+    def upload_dir(self) -> Path:
+        """Uploads wait here (on the shared storage) until a replica ingests them."""
+        return self.storage_root / ".uploads"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Exports wait here (on the shared storage) while the ingress streams them."""
+        return self.storage_root / ".exports"

@@ -144,6 +144,7 @@ class VideoIndex:
 
     @classmethod
     def load(cls, path: Path) -> VideoIndex:
+        """Read a saved index; ValueError for one of another version (build it again)."""
         with np.load(path, allow_pickle=False) as data:
             version, end, num, den, width, height, size, mtime = (int(v) for v in data["meta"])
             if version != INDEX_VERSION:

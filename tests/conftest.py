@@ -1,4 +1,4 @@
-"""Shared fixtures: the real SAM 2 model with random weights at image size 256, built once."""
+"""Shared fixtures: the real SAM 2 model with random weights at a small image size, built once."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from deployments.engine.models import load_predictor
 from deployments.protocol import EngineSettings
 from tests.videos import write_video
 
-TEST_IMAGE_SIZE = 256
+TEST_IMAGE_SIZE = 128
 
 
 def engine_settings(storage_root: Path, **overrides) -> EngineSettings:
-    """Settings of the test model: real SAM 2.1 tiny code, random weights, CPU, size 256."""
+    """Settings of the test model: real SAM 2.1 tiny code, random weights, CPU, small size."""
     values = dict(
         weights="random",
         image_size=TEST_IMAGE_SIZE,

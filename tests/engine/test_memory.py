@@ -64,7 +64,8 @@ def test_frame_cache_is_bounded(engine, long_video):
     for i in range(0, 200, 7):
         session.frames[i]
     assert len(session.frames._cache) == engine.settings.frame_cache_size
-    assert session.frames.cache_nbytes() == engine.settings.frame_cache_size * 3 * 256 * 256 * 4
+    size = engine.predictor.image_size
+    assert session.frames.cache_nbytes() == engine.settings.frame_cache_size * 3 * size * size * 4
     assert np.isfinite(session.frames[3].numpy()).all()
 
 

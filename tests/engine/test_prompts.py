@@ -72,8 +72,8 @@ def test_mask_prompt(session):
 def test_normalized_coordinates_are_scaled_to_the_frame(session):
     session.add_prompt(Prompt(frame_index=0, points=[(0.25, 0.5)], normalized=True))
     stored = session._state["point_inputs_per_obj"][0][0]["point_coords"]
-    # SAM 2 keeps points scaled to its input size (256): 0.25 * 256, 0.5 * 256
-    assert stored[0, 0].tolist() == pytest.approx([64.0, 128.0])
+    size = session._predictor.image_size  # SAM 2 keeps points scaled to its input size
+    assert stored[0, 0].tolist() == pytest.approx([0.25 * size, 0.5 * size])
 
 
 def test_omitted_obj_id_creates_the_next_object(session):

@@ -1,5 +1,5 @@
 """The real stack for HTTP tests: a local Ray cluster, Serve with the sam2-serve app (CPU,
-random weights, image size 256) and a real redis-server."""
+random weights at a small image size) and a real redis-server."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def stack_settings(storage_root: Path, **overrides: Any) -> dict[str, Any]:
     """Two CPU replicas of the test model sharing two cores."""
     return {
         "weights": "random",
-        "image_size": 256,
+        "image_size": 128,
         "device": "cpu",
         "torch_threads": 1,
         "storage_root": str(storage_root),

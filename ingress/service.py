@@ -238,7 +238,7 @@ class SessionService:
             owner = await self._restore(record, lost=owner)
             first, stream = await self._start_stream(session_id, owner, request)
         await self.store.update(session_id, status="propagating")
-        return self._events(session_id, first, stream)
+        return self._events(record, first, stream)
 
     async def _start_stream(
         self, session_id: str, owner: str, request: PropagationRequest
@@ -439,13 +439,18 @@ class SessionService:
         record.last_used_at, record.expires_at = now, expires
 
     async def _events(
-        self, session_id: str, first: PropagationEvent, stream: Any
+        self, record: SessionRecord, first: PropagationEvent, stream: Any
     ) -> AsyncIterator[PropagationEvent]:
-        deadline = asyncio.get_running_loop().time() + self.settings.propagate_timeout_s
+        """The propagation's events within its time budget. Expiry counts idle time only: the
+        TTL is renewed while frames flow and restarts when the stream ends or is closed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.propagate_timeout_s
+        renew_every = self.settings.session_ttl_s / 4
+        renewed = loop.time()
         try:
             yield first
             while True:
-                remaining = deadline - asyncio.get_running_loop().time()
+                remaining = deadline - loop.time()
                 try:
                     event = await asyncio.wait_for(stream.__anext__(), max(remaining, 0))
                 except StopAsyncIteration:
@@ -455,10 +460,14 @@ class SessionService:
                         "the propagation ran past its time budget",
                         budget_s=self.settings.propagate_timeout_s,
                     ) from None
+                if loop.time() - renewed >= renew_every:
+                    await self._touch(record)
+                    renewed = loop.time()
                 yield event
         finally:
             stream.cancel()
-            await self.store.update(session_id, status="ready")
+            await self._touch(record)
+            await self.store.update(record.session_id, status="ready")
 
     async def replica_stats(self) -> list[dict[str, Any]]:
         """Each replica's latest routing stats, as this process's session router holds them."""

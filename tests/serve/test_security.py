@@ -4,11 +4,13 @@ expiry (an idle session is removed: model state, files and store keys)."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from tests.serve.conftest import deploy, stack_settings
+from tests.videos import write_video
 
 KEY_A, KEY_B = "key-a-0123456789", "key-b-0123456789"
 
@@ -79,6 +81,30 @@ def test_an_idle_session_expires_with_all_its_files(stack, video):
     response = stack.client.get(f"/api/v1/sessions/{sid}", headers=auth(KEY_A))
     assert response.status_code == 404
     assert stack.client.get("/api/v1/sessions", headers=auth(KEY_A)).json()["sessions"] == []
+
+
+def test_a_propagation_longer_than_the_ttl_keeps_the_session_and_its_masks(stack, tmp_path):
+    """Expiry counts idle time: the TTL is renewed while frames flow and restarts at the end."""
+    clip = write_video(tmp_path / "long.mp4", num_frames=120, size=(64, 48))
+    sid = upload(stack, clip, KEY_A).json()["session_id"]
+    base = f"/api/v1/sessions/{sid}"
+    click = {"frame_index": 0, "points": [[12, 24]]}
+    assert stack.client.post(f"{base}/prompts", json=click, headers=auth(KEY_A)).is_success
+    response = stack.client.post(
+        f"{base}/propagate", json={"direction": "forward"}, headers=auth(KEY_A)
+    )
+    ended = datetime.now(UTC)
+    assert response.status_code == 200 and response.json()["frames"] == 120
+    listed = stack.client.get("/api/v1/sessions", headers=auth(KEY_A)).json()["sessions"]
+    expires_at = datetime.fromisoformat(
+        next(s for s in listed if s["session_id"] == sid)["expires_at"]
+    )
+    ttl = timedelta(seconds=stack.settings["session_ttl_s"])
+    assert expires_at >= ended + ttl - timedelta(seconds=1)  # restarted at the end, not the start
+    time.sleep(2 * stack.settings["expiry_check_s"])  # expiry sweeps run meanwhile
+    masks = stack.client.get(f"{base}/masks", headers=auth(KEY_A))
+    assert masks.status_code == 200 and len(masks.json()["frames"]) == 120
+    assert stack.client.delete(base, headers=auth(KEY_A)).status_code == 204
 
 
 def test_an_upload_past_the_limit_is_refused_while_it_streams(stack):

@@ -29,6 +29,7 @@ from deployments.protocol import (
     EXPORTS,
     ExportFormat,
     FrameMasks,
+    MaskPage,
     NotFoundError,
     ObjectInfo,
     Prompt,
@@ -207,9 +208,10 @@ class SAM2Replica:
         start: int | None,
         end: int | None,
         obj_id: int | None,
-    ) -> list[FrameMasks]:
+        limit: int,
+    ) -> MaskPage:
         session = self._session(session_id, owner)
-        return await self._call(lambda: list(session.masks.frames(start, end, obj_id)))
+        return await self._call(session.masks.page, start, end, obj_id, limit)
 
     # ---- exports, review, one-shot work ------------------------------------------------------
 

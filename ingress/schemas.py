@@ -18,6 +18,10 @@ from deployments.protocol import (
 
 # Largest frame index a request may name (frames are stored as 64-bit integers).
 MAX_INDEX = 2**31 - 1
+# Frames per page of GET .../masks: the default, and the most a client may ask for (a frame
+# holds up to max_objects RLEs, so a page of 2,000 frames is a few MB at most).
+MASKS_PAGE_DEFAULT = 500
+MASKS_PAGE_MAX = 2000
 
 
 class Session(BaseModel):
@@ -63,6 +67,9 @@ class FrameMasksResponse(BaseModel):
 
 class MasksResponse(BaseModel):
     frames: list[FrameMasksResponse]
+    next_start: int | None = Field(
+        None, description="Where the next page starts (pass it as `start`); null: no more."
+    )
 
 
 class PropagationSummary(BaseModel):

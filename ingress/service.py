@@ -25,6 +25,7 @@ from deployments.protocol import (
     DeadlineExceededError,
     FrameMasks,
     InvalidRequestError,
+    MaskPage,
     NotFoundError,
     ObjectInfo,
     Prompt,
@@ -260,11 +261,10 @@ class SessionService:
         return await self.call(await self.record(session_id), "cancel_propagation")
 
     async def masks(
-        self, session_id: str, start: int | None, end: int | None, obj_id: int | None
-    ) -> list[FrameMasks]:
-        return await self.call(
-            await self.record(session_id), "masks", start=start, end=end, obj_id=obj_id
-        )
+        self, session_id: str, start: int | None, end: int | None, obj_id: int | None, limit: int
+    ) -> MaskPage:
+        record = await self.record(session_id)
+        return await self.call(record, "masks", start=start, end=end, obj_id=obj_id, limit=limit)
 
     # ---- exports, review, one-shot work ------------------------------------------------------
 

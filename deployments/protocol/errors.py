@@ -82,6 +82,13 @@ class ConflictError(EngineError):
     code = "conflict"
 
 
+class SourceChangedError(ConflictError):
+    """The session's server-side video changed or went away after the session was created:
+    its frames would no longer be the ones its masks were computed on."""
+
+    code = "source_changed"
+
+
 class ModelLoadError(EngineError):
     """The model cannot be built: unknown name, missing checkpoint, bad config."""
 

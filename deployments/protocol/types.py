@@ -170,6 +170,13 @@ class FrameMasks(BaseModel):
     masks: list[FrameMask]
 
 
+class MaskPage(BaseModel):
+    """Frames with masks from a range, at most a page of them, and where the next page starts."""
+
+    frames: list[FrameMasks]
+    next_start: int | None = Field(description="First frame of the next page; null: no more.")
+
+
 class PropagationDone(BaseModel):
     """The last event of a propagation."""
 

@@ -7,6 +7,8 @@ from fastapi import APIRouter, Query
 from ingress.routers.deps import Service
 from ingress.schemas import (
     ERROR_RESPONSES,
+    MASKS_PAGE_DEFAULT,
+    MASKS_PAGE_MAX,
     MAX_INDEX,
     FrameMasksResponse,
     MasksResponse,
@@ -24,11 +26,19 @@ async def get_masks(
     start: int | None = Query(None, ge=0, le=MAX_INDEX, description="First frame (inclusive)."),
     end: int | None = Query(None, ge=0, le=MAX_INDEX, description="Last frame (inclusive)."),
     obj_id: int | None = Query(None, ge=1, le=255, description="Only this object."),
+    limit: int = Query(
+        MASKS_PAGE_DEFAULT,
+        ge=1,
+        le=MASKS_PAGE_MAX,
+        description=f"Frames per page (default {MASKS_PAGE_DEFAULT}, at most {MASKS_PAGE_MAX}).",
+    ),
 ) -> MasksResponse:
-    """Every computed mask in the range; frames without a mask are left out."""
-    frames = await service.masks(session_id, start, end, obj_id)
+    """Computed masks in the range, a page at a time; frames without a mask are left out.
+    `next_start` says where the next page starts."""
+    page = await service.masks(session_id, start, end, obj_id, limit)
     return MasksResponse(
-        frames=[FrameMasksResponse(frame_index=f.frame_index, masks=f.masks) for f in frames]
+        frames=[FrameMasksResponse(frame_index=f.frame_index, masks=f.masks) for f in page.frames],
+        next_start=page.next_start,
     )
 
 

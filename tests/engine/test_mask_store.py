@@ -63,3 +63,29 @@ def test_deletes(store):
     assert [f.frame_index for f in store.frames()] == [1, 2]
     store.delete()
     assert list(store.frames()) == []
+
+
+def test_an_hour_of_ten_objects_is_stored_paged_and_counted(store):
+    """108,000 frames (an hour at 30 fps) x 10 objects: range reads and pages stay small."""
+    frames, objects = 108_000, list(range(1, 11))
+    masks = encode_masks(objects, np.stack([square(o, o, 3) for o in objects]), [0.9] * 10)
+    for frame in range(frames):
+        store.put(frame, masks)
+    assert store.masked_frames() == dict.fromkeys(objects, frames)
+    middle = list(store.frames(54_000, 54_099, obj_id=7))
+    assert [f.frame_index for f in middle] == list(range(54_000, 54_100))
+    assert all([m.obj_id for m in f.masks] == [7] for f in middle)
+    first = store.page(None, None, None, limit=500)
+    assert [f.frame_index for f in first.frames] == list(range(500)) and first.next_start == 500
+    assert all(len(f.masks) == 10 for f in first.frames)
+    last = store.page(107_800, None, 3, limit=500)
+    assert len(last.frames) == 200 and last.next_start is None
+
+
+def test_a_page_ends_where_the_next_starts(store):
+    for frame in (2, 4, 6, 8, 10):
+        store.put(frame, encode_masks([1], square(0, 0, 2)[None], [1.0]))
+    first = store.page(3, None, None, limit=2)
+    assert [f.frame_index for f in first.frames] == [4, 6] and first.next_start == 8
+    second = store.page(first.next_start, 9, None, limit=2)
+    assert [f.frame_index for f in second.frames] == [8] and second.next_start is None

@@ -80,6 +80,15 @@ def test_upload_clicks_stream_masks_delete_all_on_the_owner(stack, video, clean)
 
     masks = stack.client.get(f"{base}/masks", params={"obj_id": 2}).json()["frames"]
     assert [f["frame_index"] for f in masks] == list(range(NUM_FRAMES))
+    paged, start = [], 3
+    while start is not None:  # pages of 5 frames from frame 3, following next_start
+        page = stack.client.get(f"{base}/masks", params={"start": start, "limit": 5}).json()
+        assert len(page["frames"]) <= 5
+        paged += [f["frame_index"] for f in page["frames"]]
+        start = page["next_start"]
+    assert paged == list(range(3, NUM_FRAMES))
+    too_many = stack.client.get(f"{base}/masks", params={"limit": 10**6})
+    assert too_many.status_code == 422
     rle = masks[3]["masks"][0]["rle"]
     decoded = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()})
     assert decoded.shape == (120, 160) and int(decoded.sum()) == masks[3]["masks"][0]["area"]

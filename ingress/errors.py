@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.metrics import Counter
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from deployments.protocol import errors as e
@@ -33,6 +33,7 @@ STATUS: dict[type[e.EngineError], int] = {
     e.ConflictError: 409,
     e.CapacityError: 503,
     e.SessionUnavailableError: 503,
+    e.StoreUnavailableError: 503,
     e.DeadlineExceededError: 504,
     e.ModelLoadError: 503,
 }
@@ -49,8 +50,8 @@ def unwrap(error: BaseException) -> BaseException:
         error = error.cause
     if isinstance(error, RayActorError):
         return e.SessionUnavailableError("the SAM 2 replica holding this session stopped")
-    if isinstance(error, RedisConnectionError):
-        return e.SessionUnavailableError("the session store is unreachable; try again shortly")
+    if isinstance(error, RedisError):
+        return e.StoreUnavailableError(f"the session store failed ({type(error).__name__}); retry")
     if isinstance(error, BackPressureError):
         return e.CapacityError("the SAM 2 replicas are overloaded; try again later")
     return error
@@ -105,7 +106,8 @@ def install(app: FastAPI) -> None:
         )
 
     async def on_http(_: Request, error: HTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        codes = {404: "not_found", 405: "method_not_allowed", 413: e.BodyTooLargeError.code}
+        code = codes.get(error.status_code, "http_error")
         return JSONResponse(
             error_body(code, str(error.detail)),
             status_code=error.status_code,
@@ -114,7 +116,7 @@ def install(app: FastAPI) -> None:
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)
-    handled = (e.EngineError, RayTaskError, RayActorError, BackPressureError, RedisConnectionError)
+    handled = (e.EngineError, RayTaskError, RayActorError, BackPressureError, RedisError)
     for error_type in (*handled, Exception):
         app.add_exception_handler(error_type, on_error)
 

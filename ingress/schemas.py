@@ -4,11 +4,13 @@ engine already types (prompts, propagation requests, masks, objects) are its mod
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Path as PathParam
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deployments.protocol import (
+    SESSION_ID_PATTERN,
     FrameMask,
     ObjectInfo,
     PropagationProgress,
@@ -16,8 +18,16 @@ from deployments.protocol import (
     VideoOptions,
 )
 
+# A session id in a path: its format is checked at the edge, so a malformed id (e.g. one that
+# names a store key of another kind, "<id>:log") never reaches the store.
+SessionId = Annotated[
+    str, PathParam(pattern=SESSION_ID_PATTERN, description="8-64 characters of [A-Za-z0-9_-].")
+]
 # Largest frame index a request may name (frames are stored as 64-bit integers).
 MAX_INDEX = 2**31 - 1
+# Largest JSON body a route parses whole (a prompt with a mask's RLE, a propagation request, a
+# server-side video); past it the body is refused with 413 before it is parsed.
+MAX_JSON_BYTES = 4 * 2**20
 # Frames per page of GET .../masks: the default, and the most a client may ask for (a frame
 # holds up to max_objects RLEs, so a page of 2,000 frames is a few MB at most).
 MASKS_PAGE_DEFAULT = 500
@@ -43,8 +53,17 @@ class SessionList(BaseModel):
 class ServerVideo(VideoOptions):
     """Create a session from a video already on the server, under ``VIDEO_ROOT``."""
 
-    video_path: str = Field(description="Path relative to the server's VIDEO_ROOT.")
+    video_path: str = Field(
+        min_length=1, max_length=4096, description="Path relative to the server's VIDEO_ROOT."
+    )
     model: str | None = Field(None, description="A name from GET /api/v1/models.")
+
+    @field_validator("video_path")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("video_path must not contain NUL characters")
+        return value
 
 
 class ObjectList(BaseModel):

@@ -5,19 +5,29 @@ paths: only a known video suffix is kept."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import Request
+from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.types import Message
 
-from deployments.protocol import InvalidRequestError, UploadTooLargeError
+from deployments.protocol import (
+    BodyTooLargeError,
+    InvalidRequestError,
+    UploadTooLargeError,
+    VideoTooLargeError,
+)
+from ingress.schemas import MAX_JSON_BYTES
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 _MAX_FORM_FIELDS = 32
@@ -34,13 +44,15 @@ def safe_suffix(filename: str | None) -> str:
 
 
 @asynccontextmanager
-async def limited_form(request: Request, limit: int) -> AsyncIterator[FormData]:
-    """The multipart form, parsed as it streams (files spool to disk), refused with
-    ``UploadTooLargeError`` once more than ``limit`` bytes arrived."""
-    _check_declared_length(request, limit)
+async def limited_form(
+    request: Request, limit: int, error: type[VideoTooLargeError] = UploadTooLargeError
+) -> AsyncIterator[FormData]:
+    """The multipart form, parsed as it streams (files spool to disk), refused with ``error``
+    (413) once more than ``limit`` bytes arrived."""
+    _check_declared_length(request, limit, error)
     parser = MultiPartParser(
         request.headers,
-        _limited(request.stream(), limit),
+        _limited(request.stream(), limit, error),
         max_files=4,
         max_fields=_MAX_FORM_FIELDS,
     )
@@ -72,10 +84,15 @@ async def save_body(request: Request, target: Path, limit: int) -> Path:
     return target
 
 
-async def read_json(request: Request, model: type) -> Any:
-    """The JSON body as ``model``; malformed JSON and invalid fields answer 422."""
+async def read_json(request: Request, model: type, limit: int) -> Any:
+    """The JSON body as ``model``; 413 past ``limit`` bytes (before parsing), malformed JSON
+    and invalid fields 422."""
+    _check_declared_length(request, limit, BodyTooLargeError)
+    body = bytearray()
+    async for chunk in _limited(request.stream(), limit, BodyTooLargeError):
+        body += chunk
     try:
-        data = await request.json()
+        data = json.loads(body)
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         error = {"type": "json_invalid", "loc": ("body",), "msg": f"invalid JSON: {exc}"}
         raise RequestValidationError([error]) from None
@@ -90,18 +107,24 @@ def validated(model: type, data: Any) -> Any:
         raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
-def _check_declared_length(request: Request, limit: int) -> None:
+def _check_declared_length(
+    request: Request, limit: int, error: type[VideoTooLargeError] = UploadTooLargeError
+) -> None:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise UploadTooLargeError(f"the upload is larger than {limit} bytes", max_bytes=limit)
+        raise error(f"the request body is larger than {limit} bytes", max_bytes=limit)
 
 
-async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+async def _limited(
+    stream: AsyncIterator[bytes],
+    limit: int,
+    error: type[VideoTooLargeError] = UploadTooLargeError,
+) -> AsyncIterator[bytes]:
     received = 0
     async for chunk in stream:
         received += len(chunk)
         if received > limit:
-            raise UploadTooLargeError(f"the upload is larger than {limit} bytes", max_bytes=limit)
+            raise error(f"the request body is larger than {limit} bytes", max_bytes=limit)
         yield chunk
 
 
@@ -110,3 +133,36 @@ def _copy(upload: UploadFile, target: Path) -> None:
     upload.file.seek(0)
     with target.open("wb") as out:
         shutil.copyfileobj(upload.file, out, length=1 << 20)
+
+
+class LimitedBodyRoute(APIRoute):
+    """A route whose body FastAPI parses whole (JSON): at most ``MAX_JSON_BYTES``, refused with
+    413 from its Content-Length or once the streamed body passes it, before it is parsed.
+
+    The 413 is an ``HTTPException`` because FastAPI turns any other error raised while it reads
+    a body into a 400.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def limited(request: Request) -> Response:
+            too_large = HTTPException(
+                413, f"the request body is larger than {MAX_JSON_BYTES} bytes"
+            )
+            declared = request.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > MAX_JSON_BYTES:
+                raise too_large
+            receive, received = request.receive, 0
+
+            async def receive_limited() -> Message:
+                nonlocal received
+                message = await receive()
+                received += len(message.get("body", b""))
+                if received > MAX_JSON_BYTES:
+                    raise too_large
+                return message
+
+            return await handler(Request(request.scope, receive_limited))
+
+        return limited

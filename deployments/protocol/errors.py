@@ -101,6 +101,12 @@ class SessionUnavailableError(EngineError):
     code = "session_unavailable"
 
 
+class StoreUnavailableError(EngineError):
+    """The session store did not answer as it should (restarting, timing out, refusing)."""
+
+    code = "store_unavailable"
+
+
 class ForbiddenPathError(EngineError):
     """A server-side path outside the allowed root."""
 
@@ -111,6 +117,13 @@ class UploadTooLargeError(VideoTooLargeError):
     """An upload larger than the service accepts (refused while it streams)."""
 
     code = "upload_too_large"
+
+
+class BodyTooLargeError(VideoTooLargeError):
+    """A request body (JSON, an image) larger than the service accepts: refused from its
+    Content-Length or while it streams, before it is parsed."""
+
+    code = "body_too_large"
 
 
 class UnsupportedMediaError(EngineError):

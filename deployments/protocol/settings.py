@@ -83,6 +83,11 @@ class ServiceSettings(EngineSettings):
     max_upload_bytes: int = Field(
         16 * 2**30, ge=1, description="Largest upload; bigger ones get 413 while streaming."
     )
+    max_image_bytes: int = Field(
+        32 * 2**20,
+        ge=1,
+        description="Largest image for /api/v1/image/segment (multipart, or base64 in JSON).",
+    )
     min_replicas: int = Field(1, ge=1, description="SAM 2 replicas kept running.")
     max_replicas: int = Field(4, ge=1, description="Most SAM 2 replicas autoscaling starts.")
     spare_slots: int = Field(1, ge=0, description="Free session slots autoscaling keeps ready.")

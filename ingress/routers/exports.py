@@ -11,7 +11,7 @@ from starlette.background import BackgroundTask
 
 from deployments.protocol import EXPORTS, ExportFormat
 from ingress.routers.deps import Service
-from ingress.schemas import ERROR_RESPONSES
+from ingress.schemas import ERROR_RESPONSES, SessionId
 
 router = APIRouter(prefix="/api/v1/sessions/{session_id}", tags=["exports"])
 _FORMATS = (
@@ -29,7 +29,7 @@ _DOWNLOADS = {
 
 @router.get("/export", response_class=FileResponse, responses=_DOWNLOADS)
 async def export(
-    session_id: str,
+    session_id: SessionId,
     service: Service,
     format: Annotated[ExportFormat, Query(description=_FORMATS)],
     obj_id: int | None = Query(None, ge=1, description="Only this object."),

@@ -10,11 +10,17 @@ import json
 from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 
-from deployments.protocol import InvalidRequestError, Prompt, UnsupportedMediaError
+from deployments.protocol import (
+    BodyTooLargeError,
+    InvalidRequestError,
+    Prompt,
+    UnsupportedMediaError,
+)
 from ingress.routers.deps import Service
 from ingress.schemas import (
     BINARY,
     ERROR_RESPONSES,
+    MAX_JSON_BYTES,
     ImagePrompt,
     ImageRequest,
     ImageSegmentation,
@@ -42,7 +48,7 @@ _BODY = request_body(
 )
 async def segment(request: Request, service: Service) -> ImageSegmentation:
     """Masks with scores for one image (multipart `file` + `prompts`, or base64 JSON)."""
-    image, prompt = await _read(request, service.settings.max_upload_bytes)
+    image, prompt = await _read(request, service.settings.max_image_bytes)
     result, width, height, elapsed_ms = await service.segment_image(image, prompt)
     return ImageSegmentation(
         masks=result.masks, width=width, height=height, inference_ms=elapsed_ms
@@ -50,16 +56,17 @@ async def segment(request: Request, service: Service) -> ImageSegmentation:
 
 
 async def _read(request: Request, limit: int) -> tuple[bytes, Prompt]:
+    """The image (at most ``limit`` bytes; base64 JSON proportionally more) and its prompt."""
     kind = media_type(request)
     if kind == "application/json":
-        body = await read_json(request, ImageRequest)
+        body = await read_json(request, ImageRequest, limit * 4 // 3 + MAX_JSON_BYTES)
         try:
             image = base64.b64decode(body.image, validate=True)
         except (binascii.Error, ValueError):
             raise InvalidRequestError("image is not valid base64") from None
         return image, _prompt(body)
     if kind == "multipart/form-data":
-        async with limited_form(request, limit) as form:
+        async with limited_form(request, limit, BodyTooLargeError) as form:
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
                 raise InvalidRequestError("multipart field 'file' with the image is missing")

@@ -14,6 +14,7 @@ from ingress.schemas import (
     MasksResponse,
     ReviewFrame,
     ReviewResponse,
+    SessionId,
 )
 
 router = APIRouter(prefix="/api/v1/sessions/{session_id}", tags=["masks"])
@@ -21,7 +22,7 @@ router = APIRouter(prefix="/api/v1/sessions/{session_id}", tags=["masks"])
 
 @router.get("/masks", response_model=MasksResponse, responses=ERROR_RESPONSES)
 async def get_masks(
-    session_id: str,
+    session_id: SessionId,
     service: Service,
     start: int | None = Query(None, ge=0, le=MAX_INDEX, description="First frame (inclusive)."),
     end: int | None = Query(None, ge=0, le=MAX_INDEX, description="Last frame (inclusive)."),
@@ -44,7 +45,7 @@ async def get_masks(
 
 @router.get("/review", response_model=ReviewResponse, responses=ERROR_RESPONSES)
 async def review(
-    session_id: str,
+    session_id: SessionId,
     service: Service,
     score_threshold: float = Query(0.5, ge=0, le=1, description="Scores below it are flagged."),
     iou_threshold: float = Query(

@@ -6,31 +6,42 @@ from fastapi import APIRouter, Query, Response
 
 from deployments.protocol import ObjectInfo, Prompt, PromptResult
 from ingress.routers.deps import Service
-from ingress.schemas import ERROR_RESPONSES, FrameMasksResponse, ObjectList, ObjectPatch
+from ingress.schemas import (
+    ERROR_RESPONSES,
+    FrameMasksResponse,
+    ObjectList,
+    ObjectPatch,
+    SessionId,
+)
+from ingress.uploads import LimitedBodyRoute
 
-router = APIRouter(prefix="/api/v1/sessions/{session_id}", tags=["objects and prompts"])
+router = APIRouter(
+    prefix="/api/v1/sessions/{session_id}",
+    tags=["objects and prompts"],
+    route_class=LimitedBodyRoute,
+)
 
 
 @router.post("/prompts", response_model=PromptResult, responses=ERROR_RESPONSES)
-async def add_prompt(session_id: str, prompt: Prompt, service: Service) -> PromptResult:
+async def add_prompt(session_id: SessionId, prompt: Prompt, service: Service) -> PromptResult:
     """Points (+/- labels), a box and/or a mask for one object on one frame."""
     return await service.add_prompt(session_id, prompt)
 
 
 @router.get("/objects", response_model=ObjectList, responses=ERROR_RESPONSES)
-async def list_objects(session_id: str, service: Service) -> ObjectList:
+async def list_objects(session_id: SessionId, service: Service) -> ObjectList:
     return ObjectList(objects=await service.objects(session_id))
 
 
 @router.patch("/objects/{obj_id}", response_model=ObjectInfo, responses=ERROR_RESPONSES)
 async def update_object(
-    session_id: str, obj_id: int, patch: ObjectPatch, service: Service
+    session_id: SessionId, obj_id: int, patch: ObjectPatch, service: Service
 ) -> ObjectInfo:
     return await service.update_object(session_id, obj_id, patch.name, patch.category)
 
 
 @router.delete("/objects/{obj_id}", status_code=204, responses=ERROR_RESPONSES)
-async def delete_object(session_id: str, obj_id: int, service: Service) -> Response:
+async def delete_object(session_id: SessionId, obj_id: int, service: Service) -> Response:
     await service.remove_object(session_id, obj_id)
     return Response(status_code=204)
 
@@ -39,7 +50,7 @@ async def delete_object(session_id: str, obj_id: int, service: Service) -> Respo
     "/frames/{frame_index}/prompts", response_model=FrameMasksResponse, responses=ERROR_RESPONSES
 )
 async def clear_prompts(
-    session_id: str,
+    session_id: SessionId,
     frame_index: int,
     service: Service,
     obj_id: int | None = Query(None, description="Only this object's prompts."),

@@ -14,9 +14,17 @@ from pydantic import ValidationError
 from deployments.protocol import PropagationDone, PropagationEvent, PropagationRequest
 from ingress.errors import error_body, status_of, unwrap
 from ingress.routers.deps import Service, bearer_key
-from ingress.schemas import ERROR_RESPONSES, CancelResult, PropagationSummary
+from ingress.schemas import (
+    ERROR_RESPONSES,
+    CancelResult,
+    PropagationSummary,
+    SessionId,
+)
+from ingress.uploads import LimitedBodyRoute
 
-router = APIRouter(prefix="/api/v1/sessions/{session_id}", tags=["propagation"])
+router = APIRouter(
+    prefix="/api/v1/sessions/{session_id}", tags=["propagation"], route_class=LimitedBodyRoute
+)
 NDJSON = "application/x-ndjson"
 _STREAM = {
     200: {
@@ -32,7 +40,7 @@ _STREAM = {
 
 @router.post("/propagate", response_model=PropagationSummary, responses=_STREAM)
 async def propagate(
-    session_id: str,
+    session_id: SessionId,
     service: Service,
     request: PropagationRequest | None = None,
     accept: str = Header("application/json"),
@@ -51,13 +59,13 @@ async def propagate(
 
 
 @router.post("/propagate/cancel", response_model=CancelResult, responses=ERROR_RESPONSES)
-async def cancel_propagation(session_id: str, service: Service) -> CancelResult:
+async def cancel_propagation(session_id: SessionId, service: Service) -> CancelResult:
     """Stop the running propagation after its current frame."""
     return CancelResult(cancelled=await service.cancel_propagation(session_id))
 
 
 @router.websocket("/propagate/ws")
-async def propagate_ws(websocket: WebSocket, session_id: str) -> None:
+async def propagate_ws(websocket: WebSocket, session_id: SessionId) -> None:
     """The client sends the propagation request as JSON; the server sends the NDJSON stream's
     messages, one per WebSocket message, then closes. A client that disconnects stops the
     propagation after the frame being computed."""

@@ -16,7 +16,16 @@ from deployments.protocol import (
     VideoOptions,
 )
 from ingress.routers.deps import Service
-from ingress.schemas import BINARY, ERROR_RESPONSES, ServerVideo, Session, SessionList, request_body
+from ingress.schemas import (
+    BINARY,
+    ERROR_RESPONSES,
+    MAX_JSON_BYTES,
+    ServerVideo,
+    Session,
+    SessionId,
+    SessionList,
+    request_body,
+)
 from ingress.uploads import (
     limited_form,
     media_type,
@@ -55,7 +64,7 @@ async def create_session(request: Request, service: Service) -> Session:
     if kind == "multipart/form-data":
         return await _create_from_upload(request, service)
     if kind == "application/json":
-        body = await read_json(request, ServerVideo)
+        body = await read_json(request, ServerVideo, MAX_JSON_BYTES)
         video = _server_video(service.settings.video_root, body.video_path)
         options = VideoOptions(**body.model_dump(include=set(_OPTION_FIELDS)))
         return await service.create(video, options, body.model, is_upload=False)
@@ -70,18 +79,18 @@ async def list_sessions(service: Service) -> SessionList:
 
 
 @router.get("/{session_id}", response_model=Session, responses=ERROR_RESPONSES)
-async def get_session(session_id: str, service: Service) -> Session:
+async def get_session(session_id: SessionId, service: Service) -> Session:
     return await service.get(session_id)
 
 
 @router.delete("/{session_id}", status_code=204, responses=ERROR_RESPONSES)
-async def delete_session(session_id: str, service: Service) -> Response:
+async def delete_session(session_id: SessionId, service: Service) -> Response:
     await service.delete(session_id)
     return Response(status_code=204)
 
 
 @router.post("/{session_id}/reset", response_model=Session, responses=ERROR_RESPONSES)
-async def reset_session(session_id: str, service: Service) -> Session:
+async def reset_session(session_id: SessionId, service: Service) -> Session:
     return await service.reset(session_id)
 
 
@@ -90,7 +99,7 @@ async def reset_session(session_id: str, service: Service) -> Session:
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}}, **ERROR_RESPONSES},
 )
-async def get_frame(session_id: str, frame_index: int, service: Service) -> Response:
+async def get_frame(session_id: SessionId, frame_index: int, service: Service) -> Response:
     """The processed frame (frame space) as JPEG; frames never change, so caches may keep it."""
     data = await service.frame_jpeg(session_id, frame_index)
     return Response(
@@ -103,7 +112,7 @@ async def get_frame(session_id: str, frame_index: int, service: Service) -> Resp
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}}, **ERROR_RESPONSES},
 )
-async def get_overlay(session_id: str, frame_index: int, service: Service) -> Response:
+async def get_overlay(session_id: SessionId, frame_index: int, service: Service) -> Response:
     """The frame with the current masks drawn; masks change, so it is not cached."""
     data = await service.overlay_jpeg(session_id, frame_index)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})

@@ -6,6 +6,7 @@ import json
 import pickle
 
 import pytest
+import redis.exceptions
 
 from deployments.protocol import errors as e
 from ingress.errors import error_response, status_of, unwrap
@@ -54,3 +55,21 @@ def test_unexpected_errors_are_500_without_internals():
     response = error_response(ValueError("secret internals"), retry_after_s=1)
     assert response.status_code == 500 and b"secret" not in response.body
     assert unwrap(ValueError("x")).args == ("x",)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.exceptions.TimeoutError("slow"),
+        redis.exceptions.ResponseError("WRONGTYPE Operation against a key"),
+        redis.exceptions.ConnectionError("refused"),
+    ],
+)
+def test_store_failures_are_503_with_retry_after(error):
+    response = error_response(error, retry_after_s=4)
+    assert response.status_code == 503 and response.headers["Retry-After"] == "4"
+    assert json.loads(response.body)["error"]["code"] == "store_unavailable"
+
+
+def test_bodies_past_their_limit_are_413():
+    assert status_of(e.BodyTooLargeError("x")) == 413

@@ -3,12 +3,15 @@ expiry (an idle session is removed: model state, files and store keys)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from ingress.schemas import MAX_JSON_BYTES
 from tests.serve.conftest import deploy, stack_settings
 from tests.videos import write_video
 
@@ -16,9 +19,20 @@ KEY_A, KEY_B = "key-a-0123456789", "key-b-0123456789"
 
 
 @pytest.fixture(scope="module")
-def stack(http_port, tmp_path_factory):
+def video_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("video_root")
+    write_video(root / "clip.mp4", num_frames=8)
+    return root
+
+
+@pytest.fixture(scope="module")
+def stack(http_port, redis_server, video_root, tmp_path_factory):
+    """Keys, a short TTL, small limits, a Redis store and VIDEO_ROOT: what a deployment has."""
     settings = stack_settings(
         tmp_path_factory.mktemp("sessions"),
+        redis_url=redis_server.url,
+        video_root=str(video_root),
+        max_image_bytes=100_000,
         api_keys=[KEY_A, KEY_B],
         session_ttl_s=6,
         expiry_check_s=1,
@@ -122,3 +136,63 @@ def test_an_upload_past_the_limit_is_refused_while_it_streams(stack):
     assert not uploads.exists() or list(uploads.iterdir()) == []
     declared = stack.client.post("/api/v1/sessions", headers=headers, content=b"\0" * 400_000)
     assert declared.status_code == 413  # refused on its Content-Length
+
+
+def test_a_nul_character_in_a_server_side_path_is_422(stack):
+    response = stack.client.post(
+        "/api/v1/sessions", json={"video_path": "a\u0000b.mp4"}, headers=auth(KEY_A)
+    )
+    assert response.status_code == 422 and response.json()["error"]["code"] == "validation_error"
+
+
+def test_malformed_session_ids_are_refused_at_the_edge(stack):
+    """ "<id>:log" and "<id>:objects" name the store's list and hash of a real session."""
+    created = stack.client.post(
+        "/api/v1/sessions", json={"video_path": "clip.mp4"}, headers=auth(KEY_A)
+    )
+    sid = created.json()["session_id"]
+    click = {"frame_index": 0, "points": [[40, 60]]}
+    assert stack.client.post(
+        f"/api/v1/sessions/{sid}/prompts", json=click, headers=auth(KEY_A)
+    ).is_success
+    for bad in (f"{sid}:log", f"{sid}:objects", "x" * 65, "short"):
+        response = stack.client.get(f"/api/v1/sessions/{bad}", headers=auth(KEY_A))
+        assert response.status_code == 422, bad
+        masks = stack.client.get(f"/api/v1/sessions/{bad}/masks", headers=auth(KEY_A))
+        assert masks.status_code == 422, bad
+    assert stack.client.delete(f"/api/v1/sessions/{sid}", headers=auth(KEY_A)).status_code == 204
+
+
+def test_json_bodies_past_their_limit_are_413_before_parsing(stack):
+    pad = "x" * (MAX_JSON_BYTES + 1)
+    routes = (
+        "/api/v1/sessions",
+        "/api/v1/sessions/abcdefgh12345678/prompts",
+        "/api/v1/sessions/abcdefgh12345678/propagate",
+    )
+    for route in routes:
+        body = json.dumps({"frame_index": 0, "points": [[1, 1]], "pad": pad})
+        headers = {**auth(KEY_A), "content-type": "application/json"}
+        declared = stack.client.post(route, content=body, headers=headers)
+        streamed = stack.client.post(route, content=iter([body.encode()]), headers=headers)
+        for response in (declared, streamed):
+            assert response.status_code == 413, route
+            assert response.json()["error"]["code"] == "body_too_large"
+
+
+def test_images_past_their_limit_are_413(stack):
+    image = b"\xff" * 100_001
+    multipart = stack.client.post(
+        "/api/v1/image/segment",
+        files={"file": ("i.png", image)},
+        data={"prompts": json.dumps({"points": [[1, 1]]})},
+        headers=auth(KEY_A),
+    )
+    as_json = stack.client.post(
+        "/api/v1/image/segment",
+        json={"image": base64.b64encode(image * 40).decode(), "points": [[1, 1]]},
+        headers=auth(KEY_A),
+    )
+    for response in (multipart, as_json):
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "body_too_large"

@@ -1,9 +1,10 @@
 """Fuzz the service's OpenAPI schema with schemathesis: start the app on a local Ray cluster
-(random weights, CPU), run schemathesis against its /openapi.json with the checks
-``not_a_server_error`` and ``response_schema_conformance``, and exit with its status (0: no
-5xx response and no schema violation).
+as a deployment runs it (random weights, CPU, a Redis store, ``VIDEO_ROOT`` with a video in it,
+API keys on), run schemathesis against its /openapi.json with the checks
+``not_a_server_error`` and ``response_schema_conformance`` (with a valid key), and exit with its
+status (0: no 5xx response and no schema violation).
 
-    python scripts/fuzz.py --max-examples 30 --seed 1      # scripts/fuzz.sh: >= 1,000 cases
+    python scripts/fuzz.py --max-examples 100 --seed 1      # scripts/fuzz.sh: >= 3,000 cases
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from pathlib import Path
 
 from local_service import serve_locally
 
+from tests.servers import RedisServer
+from tests.videos import write_video
+
 CHECKS = "not_a_server_error,response_schema_conformance"
 
 
@@ -29,11 +33,17 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def fuzz_settings(storage: Path) -> dict:
+API_KEY = "fuzz-key-0123456789"
+
+
+def fuzz_settings(storage: Path, redis_url: str, video_root: Path) -> dict:
     """Room for the sessions the fuzzer creates and never deletes; they expire quickly."""
     return {
+        "redis_url": redis_url,
+        "video_root": str(video_root),
+        "api_keys": [API_KEY],
         "weights": "random",
-        "image_size": 256,
+        "image_size": 128,
         "device": "cpu",
         "torch_threads": 1,
         "storage_root": str(storage),
@@ -50,12 +60,23 @@ def fuzz_settings(storage: Path) -> dict:
 
 def main() -> int:
     args = parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        video_root = scratch / "videos"
+        video_root.mkdir()
+        write_video(video_root / "clip.mp4", num_frames=8)
+        redis = RedisServer(scratch / "redis").start()
+        try:
+            settings = fuzz_settings(scratch / "sessions", redis.url, video_root)
+            return _fuzz(args, settings)
+        finally:
+            redis.stop()
+
+
+def _fuzz(args: argparse.Namespace, settings: dict) -> int:
     import httpx
 
-    with (
-        tempfile.TemporaryDirectory() as storage,
-        serve_locally(fuzz_settings(Path(storage)), args.port, "fuzz") as base,
-    ):
+    with serve_locally(settings, args.port, "fuzz") as base:
         while httpx.get(f"{base}/health", timeout=10).status_code != 200:
             time.sleep(0.5)
         command = [
@@ -70,6 +91,8 @@ def main() -> int:
             str(args.seed),
             "--request-timeout",
             "120",
+            "--header",
+            f"Authorization: Bearer {API_KEY}",
         ]
         if args.report:
             command += ["--report", "junit", "--report-junit-path", str(args.report)]

@@ -141,6 +141,10 @@ def _server_video(root: Path | None, relative: str) -> Path:
     path = (base / relative).resolve()
     if Path(relative).is_absolute() or not path.is_relative_to(base):
         raise ForbiddenPathError("video_path must stay inside VIDEO_ROOT")
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError:  # a name too long for the filesystem, and the like: no such file either
+        found = False
+    if not found:
         raise NotFoundError(f"no video at {relative!r} under VIDEO_ROOT")
     return path

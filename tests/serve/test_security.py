@@ -145,6 +145,13 @@ def test_a_nul_character_in_a_server_side_path_is_422(stack):
     assert response.status_code == 422 and response.json()["error"]["code"] == "validation_error"
 
 
+def test_a_file_name_too_long_for_the_filesystem_is_404(stack):
+    response = stack.client.post(
+        "/api/v1/sessions", json={"video_path": "0" * 300}, headers=auth(KEY_A)
+    )
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
 def test_malformed_session_ids_are_refused_at_the_edge(stack):
     """ "<id>:log" and "<id>:objects" name the store's list and hash of a real session."""
     created = stack.client.post(

@@ -32,7 +32,9 @@ from av.video.reformatter import Interpolation, VideoReformatter
 from deployments.protocol.errors import (
     BadImageError,
     BadVideoError,
+    EngineError,
     InvalidRequestError,
+    SourceChangedError,
     VideoTooLargeError,
 )
 from deployments.protocol.types import SourceVideo, VideoInfo, VideoOptions
@@ -162,15 +164,9 @@ class VideoIndex:
             )
 
     def check_source(self, source: Path) -> None:
-        """Raise BadVideoError when ``source`` is not the file indexed (size or mtime changed):
-        frames read from it would not be the session's."""
-        stat = source.stat()
-        if (stat.st_size, stat.st_mtime_ns) != (self.source_size, self.source_mtime_ns):
-            raise BadVideoError(
-                f"the video {source.name} changed after the session was created",
-                size=stat.st_size,
-                expected_size=self.source_size,
-            )
+        """Raise SourceChangedError when ``source`` is gone or is not the file indexed (size or
+        mtime changed): frames read from it would not be the session's."""
+        check_source(source, self.source_size, self.source_mtime_ns)
 
     @property
     def num_frames(self) -> int:
@@ -208,6 +204,23 @@ class VideoIndex:
     def keyframe_slot(self, position: int) -> int:
         """Slot in ``keyframes`` of the last keyframe at or before ``position`` (-1: none)."""
         return int(np.searchsorted(self.keyframes, position, side="right")) - 1
+
+
+def check_source(source: Path, size: int, mtime_ns: int) -> None:
+    """Raise SourceChangedError unless ``source`` still has this size and mtime."""
+    try:
+        stat = source.stat()
+    except FileNotFoundError:
+        raise SourceChangedError(
+            f"the video {source.name} was removed after the session was created"
+        ) from None
+    if (stat.st_size, stat.st_mtime_ns) != (size, mtime_ns):
+        raise SourceChangedError(
+            f"the video {source.name} changed after the session was created; create a new "
+            "session on it",
+            size=stat.st_size,
+            expected_size=size,
+        )
 
 
 @dataclass
@@ -380,6 +393,10 @@ class FrameReader(Protocol):
         """Hint: frame ``k`` will be read soon."""
         ...
 
+    def buffer_nbytes(self) -> int:
+        """Bytes of decoded frames held now."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -415,9 +432,10 @@ class VideoReader:
         size: tuple[int, int] | None = None,
     ) -> None:
         """``size`` (w, h) overrides the selection's size, e.g. the model's square input: swscale
-        then converts and resizes in one pass. Raises BadVideoError when ``source`` is not the
-        file ``index`` describes."""
+        then converts and resizes in one pass. Raises SourceChangedError when ``source`` is not
+        the file ``index`` describes."""
         index.check_source(source)
+        self._source = source
         self._index = index
         self._selection = selection
         width, height = size or (selection.width, selection.height)
@@ -426,7 +444,7 @@ class VideoReader:
         self._segment = capacity // 2
         self._ahead = min(_AHEAD, capacity - 1)
         self._frames: dict[int, np.ndarray] = {}
-        self._errors: dict[int, BadVideoError] = {}
+        self._errors: dict[int, EngineError] = {}
         self._waiting: Counter[int] = Counter()
         self._cursor: int | None = None
         self._direction = 0
@@ -446,7 +464,8 @@ class VideoReader:
         """Session frame ``k`` as a read-only RGB uint8 array (height, width, 3).
 
         Raises IndexError outside the selection, BadVideoError when the frame cannot be decoded
-        (a truncated or corrupt file).
+        (a truncated or corrupt file), SourceChangedError when the file changed since it was
+        indexed (checked before each decode).
         """
         self._check(k)
         with self._cond:
@@ -584,11 +603,12 @@ class VideoReader:
         sel = self._selection
         positions = [sel.source_frame(k) for k in job.frames]
         try:
+            self._index.check_source(self._source)
             for position, array in self._decoder.read(positions, self._cancelled):
                 array.flags.writeable = False
                 with self._cond:
                     self._store((position - sel.first) // sel.stride, array)
-        except BadVideoError as exc:
+        except (BadVideoError, SourceChangedError) as exc:
             with self._cond:
                 self._errors.update((k, exc) for k in job.frames if k not in self._frames)
         finally:
@@ -772,6 +792,10 @@ class ImageReader:
 
     def prefetch(self, k: int) -> None:
         """Nothing to read ahead: the one frame is read on first use."""
+
+    def buffer_nbytes(self) -> int:
+        with self._lock:
+            return 0 if self._image is None else self._image.nbytes
 
     def close(self) -> None:
         with self._lock:

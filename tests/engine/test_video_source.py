@@ -27,6 +27,7 @@ from deployments.protocol.errors import (
     BadImageError,
     BadVideoError,
     InvalidRequestError,
+    SourceChangedError,
     VideoTooLargeError,
 )
 from deployments.protocol.types import VideoOptions
@@ -218,7 +219,26 @@ def test_a_source_changed_after_indexing_is_refused(tmp_path):
     source = encode(tmp_path / "clip.mp4", 10)
     index, selection = select(source)
     encode(source, 12)
-    with pytest.raises(BadVideoError, match="changed"):
+    with pytest.raises(SourceChangedError, match="changed"):
+        VideoReader(source, index, selection)
+
+
+def test_a_source_changed_while_it_is_read_fails_the_next_decode(tmp_path):
+    source = encode(tmp_path / "clip.mp4", 10)
+    index, selection = select(source)
+    with VideoReader(source, index, selection) as reader:
+        reader.frame(0)
+        with source.open("ab") as file:
+            file.write(b"appended")
+        with pytest.raises(SourceChangedError):
+            reader.frame(9)
+
+
+def test_a_removed_source_is_refused(tmp_path):
+    source = encode(tmp_path / "clip.mp4", 10)
+    index, selection = select(source)
+    source.unlink()
+    with pytest.raises(SourceChangedError, match="removed"):
         VideoReader(source, index, selection)
 
 

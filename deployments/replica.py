@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -109,13 +110,17 @@ class SAM2Replica:
     async def create_session(
         self, *, session_id: str, video: str, options: VideoOptions, is_upload: bool
     ) -> tuple[SessionInfo, str]:
-        """Ingest ``video`` (a file on the shared storage) as a new session; returns its info
-        and this replica's id. An upload file is removed either way."""
+        """Index ``video`` (a file on the shared storage) as a new session; returns its info and
+        this replica's id. An upload is moved into the session's directory, which owns it from
+        then on; one that fails to become a session is removed. A server-side video is only
+        read."""
+        create = partial(self.engine.create_session, move=is_upload)
         try:
-            info = await self._call(self.engine.create_session, Path(video), options, session_id)
-        finally:
+            info = await self._call(create, Path(video), options, session_id)
+        except BaseException:
             if is_upload:
-                Path(video).unlink(missing_ok=True)
+                Path(video).unlink(missing_ok=True)  # refused before it was moved
+            raise
         self._metrics.active_sessions.set(self.engine.active_sessions)
         return info, self.replica_id
 
@@ -149,8 +154,7 @@ class SAM2Replica:
         return await self._call(self._session(session_id, owner).reset)
 
     async def frame_jpeg(self, *, session_id: str, owner: str, frame_index: int) -> bytes:
-        path = self._session(session_id, owner).frame_file(frame_index)
-        return await self._call(path.read_bytes)
+        return await self._call(self._session(session_id, owner).frame_jpeg, frame_index)
 
     # ---- objects and prompts -----------------------------------------------------------------
 
@@ -250,8 +254,8 @@ class SAM2Replica:
 
     async def track(self, *, session_id: str, video: str, prompt: Prompt) -> str:
         """``/track``: a short-lived session on the upload (source resolution), the prompt,
-        propagation both ways, a ZIP of one PNG mask per frame; the session and the upload are
-        gone afterwards. Returns the ZIP's spool path."""
+        propagation both ways, a ZIP of one PNG mask per frame; the session and the upload
+        (moved into it) are gone afterwards. Returns the ZIP's spool path."""
         target = self._spool_file(".zip")
         try:
             await self._call(self._track, session_id, Path(video), prompt, target)
@@ -259,11 +263,11 @@ class SAM2Replica:
             target.unlink(missing_ok=True)
             raise
         finally:
-            Path(video).unlink(missing_ok=True)
+            Path(video).unlink(missing_ok=True)  # refused before it was moved
         return str(target)
 
     def _track(self, session_id: str, video: Path, prompt: Prompt, target: Path) -> None:
-        self.engine.create_session(video, VideoOptions(), session_id)
+        self.engine.create_session(video, VideoOptions(), session_id, move=True)
         try:
             session = self.engine.session(session_id)
             session.add_prompt(prompt)

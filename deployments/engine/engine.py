@@ -15,11 +15,13 @@ import numpy as np
 import torch
 
 from deployments.engine.executor import ModelExecutor
+from deployments.engine.frames import FrameSource
 from deployments.engine.models import load_predictor, resolve_device
 from deployments.engine.precision import resolve_compute_dtype
 from deployments.engine.predictor import ServingVideoPredictor
 from deployments.engine.session import Session
-from deployments.engine.video import ingest_video, write_single_frame
+from deployments.engine.video import SessionVideo, load_video, store_video
+from deployments.engine.video_source import ImageReader, write_image
 from deployments.protocol.errors import (
     CapacityError,
     ConflictError,
@@ -39,7 +41,7 @@ from deployments.protocol.types import (
 )
 
 _SESSION_ID = re.compile(SESSION_ID_PATTERN)
-VIDEO_INFO_FILE = "video.json"
+IMAGE_FILE = "image.png"
 
 
 class SessionEngine:
@@ -86,13 +88,21 @@ class SessionEngine:
         return self.settings.max_sessions - self.active_sessions
 
     def create_session(
-        self, video: Path, options: VideoOptions | None = None, session_id: str | None = None
+        self,
+        video: Path,
+        options: VideoOptions | None = None,
+        session_id: str | None = None,
+        *,
+        move: bool = False,
     ) -> SessionInfo:
-        """Decode ``video`` into a new session directory and open a session on it.
+        """Index ``video`` into a new session directory and open a session on it; frames are
+        decoded on demand. With ``move`` (an upload on the shared storage) the file is moved
+        into the session directory, which then owns it; otherwise it is referenced in place,
+        read-only.
 
         Raises CapacityError when every slot is taken, BadVideoError / VideoTooLargeError /
         InvalidRequestError for the video, ConflictError for a session id in use. A failed
-        creation leaves no files behind.
+        creation leaves no files behind (a moved upload goes with the directory).
         """
         session_id = session_id or new_session_id()
         if not _SESSION_ID.match(session_id):
@@ -105,7 +115,15 @@ class SessionEngine:
             self._release(session_id)
             raise ConflictError(f"session {session_id} already exists") from None
         try:
-            session = self._open(session_id, directory, video, options or VideoOptions())
+            stored = store_video(
+                directory,
+                video,
+                options or VideoOptions(),
+                move=move,
+                max_frames=self.settings.max_video_frames,
+                max_seconds=self.settings.max_video_seconds,
+            )
+            session = self._new_session(session_id, directory, stored.info, self._frames(stored))
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
             self._release(session_id)
@@ -125,8 +143,10 @@ class SessionEngine:
         self._reserve(session_id)
         directory = self.settings.storage_root / session_id
         try:
-            video = write_single_frame(image_rgb, directory / "frames", self.settings.jpeg_quality)
-            session = self._new_session(session_id, directory, video)
+            info = write_image(image_rgb, directory / IMAGE_FILE)
+            reader = ImageReader(directory / IMAGE_FILE)
+            frames = FrameSource(reader, reader, self.predictor.image_size)
+            session = self._new_session(session_id, directory, info, frames)
             try:
                 return session.add_prompt(prompt)
             finally:
@@ -136,14 +156,15 @@ class SessionEngine:
             self._release(session_id)
 
     def open_session(self, session_id: str) -> Session:
-        """Reopen a session from its directory (frames, masks, video.json on the shared
-        storage), e.g. after the replica that held it died. NotFoundError if its files are
-        gone; CapacityError when every slot is taken."""
+        """Reopen a session from its directory (video.json, index.npz, masks on the shared
+        storage), e.g. after the replica that held it died: the same frames of the same source.
+        NotFoundError if its files are gone; SourceChangedError if its server-side video
+        changed or went away; CapacityError when every slot is taken."""
         self._reserve(session_id)
         directory = self.settings.storage_root / session_id
         try:
-            info = VideoInfo.model_validate_json((directory / VIDEO_INFO_FILE).read_text())
-            session = self._new_session(session_id, directory, info)
+            stored = load_video(directory)
+            session = self._new_session(session_id, directory, stored.info, self._frames(stored))
         except FileNotFoundError:
             self._release(session_id)
             raise NotFoundError(f"the files of session {session_id} are gone") from None
@@ -176,7 +197,8 @@ class SessionEngine:
         return [s.info() for s in sessions]
 
     def delete_session(self, session_id: str) -> None:
-        """Free a session's model state, frames and masks; its directory goes too."""
+        """Free a session's model state and masks; its directory goes too, with a moved upload
+        (a server-side video is outside it and stays)."""
         with self._lock:
             session = self._sessions.pop(session_id, None)
         if session is None:
@@ -199,32 +221,37 @@ class SessionEngine:
             self.forget_session(session_id)
         self.executor.close()
 
-    def _open(
-        self, session_id: str, directory: Path, video: Path, options: VideoOptions
-    ) -> Session:
-        info = ingest_video(
-            video,
-            directory / "frames",
-            options,
-            jpeg_quality=self.settings.jpeg_quality,
-            max_frames=self.settings.max_video_frames,
-            max_seconds=self.settings.max_video_seconds,
-        )
-        (directory / VIDEO_INFO_FILE).write_text(info.model_dump_json(indent=1))
-        return self._new_session(session_id, directory, info)
+    def _frames(self, video: SessionVideo) -> FrameSource:
+        """The session's frames: the model's reader decodes straight to S x S, the frame-space
+        reader (overlays, exports, frame JPEGs) gets a quarter of the buffer."""
+        size = self.predictor.image_size
+        buffer_bytes = self.settings.frame_buffer_mb * 2**20
+        model_frames = video.reader(buffer_bytes, size=(size, size))
+        try:
+            frames = video.reader(buffer_bytes // 4)
+        except BaseException:
+            model_frames.close()
+            raise
+        return FrameSource(model_frames, frames, size)
 
-    def _new_session(self, session_id: str, directory: Path, info: VideoInfo) -> Session:
-        return Session(
-            session_id,
-            directory,
-            info,
-            self.model_name,
-            self.predictor,
-            self.executor,
-            frame_cache_size=self.settings.frame_cache_size,
-            max_objects=self.settings.max_objects,
-            offload_state_to_cpu=self.settings.offload_state_to_cpu,
-        )
+    def _new_session(
+        self, session_id: str, directory: Path, info: VideoInfo, frames: FrameSource
+    ) -> Session:
+        try:
+            return Session(
+                session_id,
+                directory,
+                info,
+                self.model_name,
+                self.predictor,
+                self.executor,
+                frames,
+                max_objects=self.settings.max_objects,
+                offload_state_to_cpu=self.settings.offload_state_to_cpu,
+            )
+        except BaseException:
+            frames.close()
+            raise
 
     def _reserve(self, session_id: str) -> None:
         with self._lock:

@@ -1,9 +1,15 @@
-"""``FrameSource``: the session's JPEG frames as SAM 2 input tensors, decoded on demand.
+"""``FrameSource``: the session's frames for SAM 2 and for people, decoded on demand.
 
 SAM 2's ``init_state(video_path=...)`` holds every frame as a float32 tensor (12 MiB each at
-1024, sam2#196). This source stands in for ``inference_state["images"]``: it decodes, resizes
-and normalises a frame when SAM 2 indexes it and keeps only a small LRU, so host memory for
-frames is bounded by the cache size, not by the video's length.
+1024, sam2#196). This source stands in for ``inference_state["images"]``: frame k becomes a
+``[3, S, S]`` tensor when SAM 2 indexes it, and the next frames of a propagation are converted
+on a prefetch thread while the model computes the current one.
+
+Two readers, so that neither breaks the other's access pattern: the model's reader walks the
+video as SAM 2 does (read-ahead forward, GOP segments backward) and decodes straight to S x S
+(swscale converts and resizes in one pass); the frame-space reader serves overlays, exports
+and ``GET .../frames/{k}`` at the session's frame size, so a scrub or an export during a
+propagation does not make the model's reader seek.
 """
 
 from __future__ import annotations
@@ -11,94 +17,97 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-from deployments.engine.video import frame_path
+from deployments.engine.video_source import FrameReader
 
-# SAM 2's image normalisation (sam2.utils.misc.load_video_frames).
+# SAM 2's image normalisation (sam2.utils.misc.load_video_frames), as one multiply and one add
+# per channel: (x / 255 - mean) / std = x * scale + offset.
 _MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+_SCALE = 1 / (255 * _STD)
+_OFFSET = -_MEAN / _STD
+# Converted frames waiting for SAM 2: a propagation asks for the next two.
+_MAX_PENDING = 4
+
+
+def to_model_input(rgb: np.ndarray, image_size: int) -> torch.Tensor:
+    """An RGB uint8 frame as SAM 2's normalised ``[3, S, S]`` float32 input; resized (bicubic,
+    as SAM 2's loader) unless it comes at S x S already."""
+    if rgb.shape[:2] != (image_size, image_size):
+        rgb = cv2.resize(rgb, (image_size, image_size), interpolation=cv2.INTER_CUBIC)
+    out = np.empty((3, image_size, image_size), np.float32)
+    for channel in range(3):
+        out[channel] = rgb[:, :, channel]
+        out[channel] *= _SCALE[channel]
+        out[channel] += _OFFSET[channel]
+    return torch.from_numpy(out)
 
 
 class FrameSource:
-    """Sequence of ``[3, S, S]`` float32 tensors (S = the model's image size), lazily loaded."""
+    """Sequence of ``[3, S, S]`` float32 tensors (S = the model's image size) over a model-side
+    reader, plus frame-space RGB frames over another. Thread-safe; owns both readers."""
 
-    def __init__(self, frames_dir: Path, num_frames: int, image_size: int, cache_size: int):
-        self.frames_dir = frames_dir
-        self.num_frames = num_frames
+    def __init__(self, model_frames: FrameReader, frames: FrameReader, image_size: int) -> None:
         self.image_size = image_size
-        self.cache_size = cache_size
-        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
-        self._prefetching: dict[int, Future[torch.Tensor]] = {}
+        self._model_frames = model_frames
+        self._frames = frames
+        self._pending: OrderedDict[int, Future[torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()
         self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-prefetch")
 
     def __len__(self) -> int:
-        return self.num_frames
+        return self._model_frames.num_frames
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        if not 0 <= index < self.num_frames:
+        """Frame ``index`` as the model's input; a prefetched one is handed over once."""
+        if not 0 <= index < len(self):
             raise IndexError(index)
         with self._lock:
-            tensor = self._cache.get(index)
-            if tensor is not None:
-                self._cache.move_to_end(index)
-                return tensor
-            pending = self._prefetching.get(index)
+            pending = self._pending.pop(index, None)
         if pending is not None:
-            return pending.result()  # being decoded already: wait rather than decode twice
-        return self._load_and_remember(index)
+            return pending.result()
+        return self._convert(index)
 
     def prefetch(self, index: int) -> None:
-        """Decode ``index`` in the background so the next model step finds it cached."""
-        with self._lock:
-            if not 0 <= index < self.num_frames or index in self._cache:
-                return
-            if index not in self._prefetching:
-                self._prefetching[index] = self._prefetcher.submit(self._prefetch, index)
+        """Convert ``index`` in the background so the model's next step finds it ready.
 
-    def _prefetch(self, index: int) -> torch.Tensor:
-        try:
-            return self._load_and_remember(index)
-        finally:
-            with self._lock:
-                self._prefetching.pop(index, None)
+        Conversions run one at a time in the order asked for, so the model's reader sees the
+        propagation's walk in order (and reads ahead of it). Ignored outside the video.
+        """
+        with self._lock:
+            if not 0 <= index < len(self) or index in self._pending:
+                return
+            self._pending[index] = self._prefetcher.submit(self._convert, index)
+            while len(self._pending) > _MAX_PENDING:
+                self._pending.popitem(last=False)[1].cancel()
 
     def read_rgb(self, index: int) -> np.ndarray:
-        """The processed frame as an RGB uint8 array (frame space)."""
-        bgr = cv2.imread(str(frame_path(self.frames_dir, index)), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise FileNotFoundError(frame_path(self.frames_dir, index))
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        """The frame at the session's frame size as a read-only RGB uint8 array."""
+        return self._frames.frame(index)
 
-    def cache_nbytes(self) -> int:
+    def buffer_nbytes(self) -> int:
+        """Bytes of decoded frames both readers hold now, plus converted frames waiting."""
         with self._lock:
-            return sum(t.nbytes for t in self._cache.values())
+            ready = [f for f in self._pending.values() if _succeeded(f)]
+        waiting = sum(f.result().nbytes for f in ready)
+        readers = {id(r): r for r in (self._model_frames, self._frames)}.values()
+        return waiting + sum(r.buffer_nbytes() for r in readers)
 
     def close(self) -> None:
         self._prefetcher.shutdown(wait=True, cancel_futures=True)
         with self._lock:
-            self._cache.clear()
+            self._pending.clear()
+        self._model_frames.close()
+        if self._frames is not self._model_frames:
+            self._frames.close()
 
-    def _load_and_remember(self, index: int) -> torch.Tensor:
-        tensor = self._load(index)
-        self._remember(index, tensor)
-        return tensor
+    def _convert(self, index: int) -> torch.Tensor:
+        return to_model_input(self._model_frames.frame(index), self.image_size)
 
-    def _load(self, index: int) -> torch.Tensor:
-        rgb = self.read_rgb(index)
-        size = (self.image_size, self.image_size)
-        resized = cv2.resize(rgb, size, interpolation=cv2.INTER_CUBIC)
-        normalised = (resized.astype(np.float32) / 255.0 - _MEAN) / _STD
-        return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)))
 
-    def _remember(self, index: int, tensor: torch.Tensor) -> None:
-        with self._lock:
-            self._cache[index] = tensor
-            self._cache.move_to_end(index)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+def _succeeded(future: Future[torch.Tensor]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None

@@ -1,9 +1,10 @@
 """``Session``: one video's SAM 2 state, frames and masks, and the operations on them.
 
 What lives where: SAM 2's inference state (memories of prompted frames and of the frames
-around the tracking position) on the model's device; the processed frames as JPEGs in the
-session directory, a few decoded in the ``FrameSource`` LRU; every computed mask in the
-``MaskStore`` on that directory. All model work runs on the shared ``ModelExecutor``.
+around the tracking position) on the model's device; the frames in the source video, decoded
+on demand by the ``FrameSource`` (a bounded buffer of the frames a walk needs); every computed
+mask in the ``MaskStore`` on the session directory. All model work runs on the shared
+``ModelExecutor``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from deployments.engine.exports import (
 from deployments.engine.exports import review as review_masks
 from deployments.engine.frames import FrameSource
 from deployments.engine.masks import MaskStore, decode_mask, encode_masks
-from deployments.engine.video import frame_path
 from deployments.protocol.errors import (
     ConflictError,
     FrameOutOfRangeError,
@@ -94,8 +94,8 @@ class Session:
         model_name: str,
         predictor: torch.nn.Module,
         executor: ModelExecutor,
+        frames: FrameSource,
         *,
-        frame_cache_size: int,
         max_objects: int,
         offload_state_to_cpu: bool,
     ) -> None:
@@ -107,9 +107,7 @@ class Session:
         self.max_objects = max_objects
         self._predictor = predictor
         self._executor = executor
-        self.frames = FrameSource(
-            directory / "frames", video.num_frames, predictor.image_size, frame_cache_size
-        )
+        self.frames = frames
         self.masks = MaskStore(directory / "masks.sqlite")
         self._state = sam_state.new_state(
             self.frames, video.height, video.width, predictor.device, offload_state_to_cpu
@@ -138,10 +136,11 @@ class Session:
         counts = self.masks.masked_frames()
         return [self._object_info(obj_id, counts) for obj_id in list(self._meta)]
 
-    def frame_file(self, frame_index: int) -> Path:
-        """The processed frame's JPEG (frame space); FrameOutOfRangeError outside the video."""
+    def frame_jpeg(self, frame_index: int, quality: int = 90) -> bytes:
+        """The frame (frame space) as JPEG, encoded now; FrameOutOfRangeError outside the
+        video."""
         self._check_frame(frame_index)
-        return frame_path(self.frames.frames_dir, frame_index)
+        return _jpeg(self.frames.read_rgb(frame_index), quality)
 
     def export(self, fmt: ExportFormat, target: Path, obj_id: int | None = None) -> None:
         """Write an export of the stored masks to ``target`` (see ``exports``)."""
@@ -156,12 +155,7 @@ class Session:
         """The processed frame with every stored mask drawn on it, as JPEG."""
         self._check_frame(frame_index)
         rgb = render_overlay(self.frames.read_rgb(frame_index), self.masks.frame(frame_index))
-        ok, data = cv2.imencode(
-            ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
-        )
-        if not ok:
-            raise RuntimeError("JPEG encoding failed")
-        return data.tobytes()
+        return _jpeg(rgb, quality)
 
     def review(self, score_threshold: float, iou_threshold: float) -> list[ReviewItem]:
         return review_masks(self.masks, score_threshold, iou_threshold)
@@ -267,7 +261,7 @@ class Session:
                     self._meta[obj_id] = _ObjectMeta(name, category)
 
     def close(self) -> None:
-        """Free the model state, frame cache and mask store (the directory stays)."""
+        """Free the model state, frame readers and mask store (the directory stays)."""
         self.cancel_propagation()
         self._run(self._state.clear)
         self.frames.close()
@@ -587,3 +581,12 @@ class Session:
         frame, obj_ids, masks, scores = result
         self.masks.put(frame, encode_masks(obj_ids, masks, scores))
         return FrameMasks(frame_index=frame, masks=self.masks.frame(frame))
+
+
+def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    ok, data = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return data.tobytes()

@@ -120,7 +120,7 @@ def trim(state: State, anchors: tuple[int, ...], window: int) -> None:
 
 
 def nbytes(state: State) -> int:
-    """Bytes of the tensors the state holds (each storage once) plus its frame cache."""
+    """Bytes of the tensors the state holds (each storage once) plus its decoded frames."""
     seen: set[int] = set()
     total = 0
     stack: list[Any] = [v for k, v in state.items() if k != "images"]
@@ -135,4 +135,4 @@ def nbytes(state: State) -> int:
             stack.extend(item.values())
         elif isinstance(item, list | tuple):
             stack.extend(item)
-    return total + state["images"].cache_nbytes()
+    return total + state["images"].buffer_nbytes()

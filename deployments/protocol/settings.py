@@ -43,10 +43,14 @@ class EngineSettings(BaseSettings):
     max_objects: int = Field(16, ge=1, le=255, description="Objects per session.")
     storage_root: Path = Field(
         Path(tempfile.gettempdir()) / "sam2-serve" / "sessions",
-        description="Session directories (frames, masks); a shared volume on a cluster.",
+        description="Session directories (index, masks, uploads); a shared volume on a cluster.",
     )
-    frame_cache_size: int = Field(8, ge=1, description="Decoded frames kept per session (LRU).")
-    jpeg_quality: int = Field(90, ge=50, le=100, description="Quality of the stored frames.")
+    frame_buffer_mb: int = Field(
+        256,
+        ge=1,
+        description="Decoded frames a session holds for the model's walk (read-ahead forward, "
+        "GOP segments backward); frame-space reads get a quarter as much.",
+    )
     max_video_frames: int = Field(
         108_000, ge=1, description="Most frames a session may hold (an hour at 30 fps)."
     )

@@ -100,7 +100,8 @@ async def reset_session(session_id: SessionId, service: Service) -> Session:
     responses={200: {"content": {"image/jpeg": {}}}, **ERROR_RESPONSES},
 )
 async def get_frame(session_id: SessionId, frame_index: int, service: Service) -> Response:
-    """The processed frame (frame space) as JPEG; frames never change, so caches may keep it."""
+    """The frame (frame space) as JPEG, decoded from the source; frames never change, so
+    caches may keep it."""
     data = await service.frame_jpeg(session_id, frame_index)
     return Response(
         data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"}
@@ -120,8 +121,8 @@ async def get_overlay(session_id: SessionId, frame_index: int, service: Service)
 
 async def _create_from_upload(request: Request, service: Service) -> Session:
     """The form streams in (413 past the size limit; files spool to disk, never whole in
-    memory); the video is copied to the shared upload folder, where the replica ingests and
-    removes it."""
+    memory); the video is copied to the shared upload folder, from where the replica moves it
+    into the session's directory (or removes it, if it is refused)."""
     async with limited_form(request, service.settings.max_upload_bytes) as form:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):

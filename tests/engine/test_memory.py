@@ -1,5 +1,6 @@
-"""Bounded memory: SAM 2 state stays flat over a long propagation, and a click on a frame whose
-outputs were dropped still starts from that frame's stored mask."""
+"""Bounded memory: SAM 2 state stays flat over a long propagation, decoded frames stay within
+their buffer, and a click on a frame whose outputs were dropped still starts from that frame's
+stored mask."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from deployments.engine import SessionEngine
 from deployments.engine import state as sam_state
 from deployments.engine.masks import decode_mask
 from deployments.protocol import Prompt, PropagationRequest
+from tests.conftest import engine_settings
 from tests.videos import write_video
 
 
@@ -59,22 +62,42 @@ def test_click_on_a_dropped_frame_starts_from_its_stored_mask(engine, long_video
     assert agreement > 0.95
 
 
-def test_frame_cache_is_bounded(engine, long_video):
-    session = engine.session(engine.create_session(long_video).session_id)
-    for i in range(0, 200, 7):
-        session.frames[i]
-    assert len(session.frames._cache) == engine.settings.frame_cache_size
-    size = engine.predictor.image_size
-    assert session.frames.cache_nbytes() == engine.settings.frame_cache_size * 3 * size * size * 4
-    assert np.isfinite(session.frames[3].numpy()).all()
+def test_decoded_frames_stay_within_the_buffer(tmp_path, predictor, long_video):
+    engine = SessionEngine(engine_settings(tmp_path, frame_buffer_mb=1), predictor=predictor)
+    try:
+        session = engine.session(engine.create_session(long_video).session_id)
+        frames = session.frames
+        size = engine.predictor.image_size
+        bound = 1.25 * 2**20 + 4 * 3 * size * size * 4  # both readers, prefetched tensors
+        walk = [*range(201), *range(200, -1, -1), *range(0, 201, 7)]
+        for previous, k in zip([None, *walk], walk, strict=False):
+            sign = 1 if previous is None or k >= previous else -1
+            frames.prefetch(k + sign)
+            assert np.isfinite(frames[k].numpy()).all()
+            frames.read_rgb(200 - k)
+            assert frames.buffer_nbytes() <= bound
+    finally:
+        engine.close()
 
 
-def test_prefetched_frame_is_decoded_once(engine, long_video, monkeypatch):
-    session = engine.session(engine.create_session(long_video).session_id)
-    frames = session.frames
-    loads: list[int] = []
-    original = frames._load
-    monkeypatch.setattr(frames, "_load", lambda i: loads.append(i) or original(i))
+def test_a_prefetched_frame_is_converted_once(engine, long_video, monkeypatch):
+    frames = engine.session(engine.create_session(long_video).session_id).frames
+    converted: list[int] = []
+    original = frames._convert
+    monkeypatch.setattr(frames, "_convert", lambda i: converted.append(i) or original(i))
     frames.prefetch(7)
-    first, again = frames[7], frames[7]
-    assert first is again and loads == [7]
+    first = frames[7]
+    assert converted == [7]
+    assert torch.equal(frames[7], first)  # handed over once, then read again
+
+
+def test_frame_space_reads_leave_the_models_reader_alone(engine, long_video, monkeypatch):
+    frames = engine.session(engine.create_session(long_video).session_id).frames
+    model_reads: list[int] = []
+    original = frames._model_frames.frame
+    monkeypatch.setattr(
+        frames._model_frames, "frame", lambda k: model_reads.append(k) or original(k)
+    )
+    for k in (150, 3, 90):
+        frames.read_rgb(k)
+    assert model_reads == []

@@ -282,6 +282,21 @@ def test_server_side_videos_stay_inside_video_root(stack, video_root, tmp_path):
     stack.client.delete(f"/api/v1/sessions/{created.json()['session_id']}")
 
 
+def test_a_server_side_video_that_changes_is_refused_and_never_removed(stack, video_root):
+    source = write_video(video_root / "changing.mp4", num_frames=NUM_FRAMES)
+    sid = stack.client.post("/api/v1/sessions", json={"video_path": "changing.mp4"}).json()[
+        "session_id"
+    ]
+    base = f"/api/v1/sessions/{sid}"
+    assert stack.client.get(f"{base}/frames/2").status_code == 200
+    with source.open("ab") as file:
+        file.write(b"\x00" * 16)
+    changed = stack.client.get(f"{base}/frames/12")
+    assert changed.status_code == 409 and changed.json()["error"]["code"] == "source_changed"
+    assert stack.client.delete(base).status_code == 204
+    assert source.exists()
+
+
 def test_models_list_the_registry_and_what_replicas_loaded(stack):
     models = stack.client.get("/api/v1/models").json()
     assert models["default"] == "sam2.1_hiera_tiny"

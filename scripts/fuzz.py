@@ -4,7 +4,7 @@ API keys on), run schemathesis against its /openapi.json with the checks
 ``not_a_server_error`` and ``response_schema_conformance`` (with a valid key), and exit with its
 status (0: no 5xx response and no schema violation).
 
-    python scripts/fuzz.py --max-examples 100 --seed 1      # scripts/fuzz.sh: >= 3,000 cases
+    python scripts/fuzz.py --max-examples 150 --seed 1      # scripts/fuzz.sh: >= 3,000 cases
 """
 
 from __future__ import annotations

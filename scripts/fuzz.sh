@@ -3,4 +3,4 @@
 # run must report 0 responses with a 5xx status and 0 schema violations.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec .venv/bin/python scripts/fuzz.py --max-examples "${MAX_EXAMPLES:-100}" --seed "${SEED:-1}" "$@"
+exec .venv/bin/python scripts/fuzz.py --max-examples "${MAX_EXAMPLES:-150}" --seed "${SEED:-1}" "$@"

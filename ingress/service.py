@@ -1,8 +1,9 @@
 """``SessionService``: what the routes do, between the session store and the SAM 2 replicas.
 
 It reads a session's owner from the store and sends the request to that replica (the
-``SessionRouter`` keeps it there), keeps the store's record, objects and prompt log in step with
-what the replica applied, and enforces the time budgets.
+``SessionRouter`` keeps it there), rebuilds a session whose owner is gone, holds the leases of
+rebuilds and propagations, keeps the store's record and object names, and enforces the time
+budgets. The prompt log is the owner's to write.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from deployments.protocol import (
 from ingress import routing
 from ingress.errors import unwrap
 from ingress.schemas import Health, Session
-from session_store import ObjectRecord, SessionRecord, SessionStore
+from session_store import Lease, ObjectRecord, SessionRecord, SessionStore, leases
 
 logger = logging.getLogger("ray.serve")
 
@@ -86,12 +87,13 @@ class SessionService:
                 logger.exception("expiring sessions failed")
 
     async def expire(self) -> list[str]:
-        """Delete every session whose ``expires_at`` has passed; their ids."""
+        """Delete every session whose ``expires_at`` has passed, unless a live lease holds it (a
+        rebuild or a propagation under way); their ids."""
         now = datetime.now(UTC)
         expired = [
             r.session_id
             for r in await self.store.list()
-            if r.expires_at <= now and r.status != "propagating"
+            if r.expires_at <= now and r.live_lease(now) is None
         ]
         for session_id in expired:
             with contextlib.suppress(NotFoundError):
@@ -228,18 +230,28 @@ class SessionService:
     async def propagate(
         self, session_id: str, request: PropagationRequest
     ) -> AsyncIterator[PropagationEvent]:
-        """Start a propagation on the owner; errors before the first frame raise here (so they
-        get their HTTP status), later ones from the returned iterator."""
+        """Start a propagation on the owner under a propagation lease; errors before the first
+        frame raise here (so they get their HTTP status), later ones from the returned
+        iterator."""
         record = await self.record(session_id)
-        await self._touch(record)
         owner = await self._owner(record)
+        await self._touch(record)
         try:
             first, stream = await self._start_stream(session_id, owner, request)
         except SessionUnavailableError:
             owner = await self._restore(record, lost=owner)
             first, stream = await self._start_stream(session_id, owner, request)
-        await self.store.update(session_id, status="propagating")
-        return self._events(record, first, stream)
+        lease = leases.new_lease("propagating", self.settings.lease_s)
+        try:
+            current, taken = await self.store.transition(
+                session_id, leases.take_propagation(owner, lease)
+            )
+            if not taken:
+                raise _lost(session_id, current)
+        except BaseException:
+            stream.cancel()
+            raise
+        return self._events(record, lease, first, stream)
 
     async def _start_stream(
         self, session_id: str, owner: str, request: PropagationRequest
@@ -355,9 +367,9 @@ class SessionService:
         """Call ``method`` on the session's owner within the request's time budget. When the
         owner is gone (crash, kill, downscale), the session is first rebuilt on another replica
         (``restore``), unless the caller only wants to know."""
-        if touch:
-            await self._touch(record)
         owner = await self._owner(record) if restore else record.replica
+        if touch:  # after the owner is known: a 503 while rebuilding does not extend the TTL
+            await self._touch(record)
         timeout_s = timeout_s or self.settings.request_timeout_s
         try:
             return await self._call_owner(method, record, owner, timeout_s, **kwargs)
@@ -385,36 +397,47 @@ class SessionService:
         """The live owner's id; a session left without one is rebuilt first."""
         if record.replica is not None:
             return record.replica
-        if record.status == "restoring":
+        if record.status() == "restoring":
             raise SessionUnavailableError("the session is being restored; retry shortly")
         return await self._restore(record, lost=None)
 
     async def _restore(self, record: SessionRecord, lost: str | None) -> str:
         """Rebuild the session on the replica with the most free slots: frames and masks from
-        the shared storage, the prompt log replayed. The owner lease (a compare-and-set in the
-        store) lets one rebuild win; requests meanwhile get 503 with Retry-After."""
+        the shared storage, the prompt log replayed. A rebuild lease, taken by compare-and-set
+        and bounded by the rebuild's time budget, lets one rebuild win; requests meanwhile get
+        503 with Retry-After, and a rebuilder that dies leaves a lease that lapses."""
         session_id = record.session_id
-        if not await self.store.claim(session_id, expected=lost, replica=None, status="restoring"):
-            current = await self.record(session_id)
-            if current.replica is not None and current.replica != lost:
-                record.replica = current.replica  # someone else rebuilt it already
+        lease = leases.new_lease("restoring", self.settings.create_timeout_s)
+        current, won = await self.store.transition(session_id, leases.take_rebuild(lost, lease))
+        if not won:
+            if current is not None and current.replica not in (None, lost):
+                record.replica = current.replica  # another request rebuilt it meanwhile
                 return current.replica
-            raise SessionUnavailableError("the session is being restored; retry shortly")
+            raise _lost(session_id, current, "the session is being restored; retry shortly")
         try:
             names = {o.obj_id: (o.name, o.category) for o in await self.store.objects(session_id)}
+            log = await self.store.log(session_id)
+            budget_s = (lease.until - datetime.now(UTC)).total_seconds()
             replica = await self._call(
-                "restore_session",
-                self.settings.create_timeout_s,
-                session_id=session_id,
-                log=await self.store.log(session_id),
-                names=names,
+                "restore_session", budget_s, session_id=session_id, log=log, names=names
             )
         except BaseException:
-            await self.store.claim(session_id, expected=None, replica=None, status="ready")
+            await self._release(session_id, lease)
             raise
-        await self.store.claim(session_id, expected=None, replica=replica, status="ready")
-        record.replica, record.status = replica, "ready"
+        current, owned = await self.store.transition(
+            session_id, leases.finish_rebuild(lease, replica)
+        )
+        if not owned:
+            raise _lost(session_id, current, "the rebuild outlived its lease; retry")
+        record.replica, record.lease = replica, None
         return replica
+
+    async def _release(self, session_id: str, lease: Lease) -> None:
+        """Give a lease back at once; if the store cannot take it now, the lease lapses."""
+        try:
+            await self.store.transition(session_id, leases.release(lease))
+        except Exception:
+            logger.warning("could not release the %s lease of %s", lease.kind, session_id)
 
     async def _call(self, method: str, timeout_s: float, **kwargs: Any) -> Any:
         """A replica call within ``timeout_s``; Ray's wrappers unwrapped into project errors."""
@@ -439,13 +462,15 @@ class SessionService:
         record.last_used_at, record.expires_at = now, expires
 
     async def _events(
-        self, record: SessionRecord, first: PropagationEvent, stream: Any
+        self, record: SessionRecord, lease: Lease, first: PropagationEvent, stream: Any
     ) -> AsyncIterator[PropagationEvent]:
-        """The propagation's events within its time budget. Expiry counts idle time only: the
-        TTL is renewed while frames flow and restarts when the stream ends or is closed."""
+        """The propagation's events within its time budget. While frames flow, the lease and the
+        TTL are renewed (expiry counts idle time only); when the stream ends or is closed, the
+        lease is released and the TTL restarts. A stream abandoned before it started, or an
+        ingress that dies, leaves a lease that lapses ``lease_s`` after the last frame."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.propagate_timeout_s
-        renew_every = self.settings.session_ttl_s / 4
+        renew_every = min(self.settings.session_ttl_s / 4, self.settings.lease_s / 3)
         renewed = loop.time()
         try:
             yield first
@@ -461,13 +486,29 @@ class SessionService:
                         budget_s=self.settings.propagate_timeout_s,
                     ) from None
                 if loop.time() - renewed >= renew_every:
-                    await self._touch(record)
+                    lease = await self._renew(record, lease)
                     renewed = loop.time()
                 yield event
         finally:
             stream.cancel()
+            await self._release(record.session_id, lease)
+            with contextlib.suppress(Exception):  # the TTL restarts at the next request anyway
+                await self._touch(record)
+
+    async def _renew(self, record: SessionRecord, lease: Lease) -> Lease:
+        """The propagation's lease renewed, and the TTL. Best effort: the frames are the
+        owner's to store, so a store that does not answer now stops nothing (its lease may
+        lapse, and the session then counts as ready)."""
+        extended = leases.renewed(lease, self.settings.lease_s)
+        try:
             await self._touch(record)
-            await self.store.update(record.session_id, status="ready")
+            _, written = await self.store.transition(
+                record.session_id, leases.extend(extended, record.replica)
+            )
+        except Exception:
+            logger.warning("could not renew the propagation lease of %s", record.session_id)
+            return lease
+        return extended if written else lease
 
     async def replica_stats(self) -> list[dict[str, Any]]:
         """Each replica's latest routing stats, as this process's session router holds them."""
@@ -491,6 +532,19 @@ def _session_view(record: SessionRecord, info: SessionInfo) -> Session:
 def _stored_view(record: SessionRecord, objects: list[ObjectRecord]) -> Session:
     """What the store alone knows, when the owner cannot answer."""
     live = SessionInfo.model_validate(
-        {**record.model_dump(), "objects": [o.model_dump() for o in objects]}
+        {
+            **record.model_dump(),
+            "status": record.status(),
+            "objects": [o.model_dump() for o in objects],
+        }
     )
     return _session_view(record, live)
+
+
+def _lost(
+    session_id: str, current: SessionRecord | None, message: str = "the session moved; retry"
+) -> Exception:
+    """The error for a lease not taken: the session is gone (404) or held elsewhere (503)."""
+    if current is None:
+        return NotFoundError(f"session {session_id} not found", session_id=session_id)
+    return SessionUnavailableError(message)

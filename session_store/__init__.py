@@ -1,7 +1,7 @@
 """Session storage: metadata, objects and prompt log of every session. Storage only."""
 
 from session_store.base import SessionStore
-from session_store.records import LogEntry, ObjectRecord, SessionRecord, SessionStatus
+from session_store.records import Lease, LogEntry, ObjectRecord, SessionRecord, SessionStatus
 
 
 def open_store(redis_url: str | None) -> SessionStore:
@@ -16,6 +16,7 @@ def open_store(redis_url: str | None) -> SessionStore:
 
 
 __all__ = [
+    "Lease",
     "LogEntry",
     "ObjectRecord",
     "SessionRecord",

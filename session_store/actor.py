@@ -1,5 +1,5 @@
 """The embedded store: one named, detached Ray actor holding an ``InMemorySessionStore``,
-shared by every ingress replica of the cluster, so ``serve run`` works on one machine with
+shared by every ingress and SAM 2 replica of the cluster, so ``serve run`` works on one machine with
 nothing else installed and sessions outlive an ingress restart (not a cluster restart)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import ray
 
 from session_store.base import SessionStore
 from session_store.memory import InMemorySessionStore
-from session_store.records import LogEntry, ObjectRecord, SessionRecord, SessionStatus
+from session_store.records import Lease, LogEntry, ObjectRecord, SessionRecord
 
 ACTOR_NAME = "sam2serve-session-store"
 ACTOR_NAMESPACE = "sam2serve"
@@ -51,9 +51,13 @@ class ActorSessionStore(SessionStore):
         return await self._call("update", session_id, **changes)
 
     async def claim(
-        self, session_id: str, expected: str | None, replica: str | None, status: SessionStatus
+        self,
+        session_id: str,
+        expected: tuple[str | None, Lease | None],
+        replica: str | None,
+        lease: Lease | None,
     ) -> bool:
-        return await self._call("claim", session_id, expected, replica, status)
+        return await self._call("claim", session_id, expected, replica, lease)
 
     async def delete(self, session_id: str) -> bool:
         return await self._call("delete", session_id)

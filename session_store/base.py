@@ -1,12 +1,25 @@
-"""``SessionStore``: the storage interface the ingress uses. Implementations: Redis
+"""``SessionStore``: the storage interface of the ingress (records, objects, leases) and the
+replicas (the prompt log they append, the owners they check). Implementations: Redis
 (production), an in-memory store (one process) served to a whole Ray cluster by a named actor."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
-from session_store.records import LogEntry, ObjectRecord, SessionRecord, SessionStatus
+from session_store.records import Lease, LogEntry, ObjectRecord, SessionRecord
+
+# Fields only ``claim`` may change: every change of owner or lease is a compare-and-set.
+_CLAIMED_FIELDS = frozenset({"replica", "lease"})
+# Read-compare-set rounds ``transition`` tries before it gives up on a hot record.
+_TRANSITION_TRIES = 8
+
+
+def check_unclaimed(changes: dict[str, Any]) -> None:
+    """``update`` never sets the owner or the lease: ValueError."""
+    if _CLAIMED_FIELDS & changes.keys():
+        raise ValueError("owner and lease change only by compare-and-set (claim)")
 
 
 class SessionStore(ABC):
@@ -29,14 +42,41 @@ class SessionStore(ABC):
 
     @abstractmethod
     async def update(self, session_id: str, **changes: Any) -> SessionRecord | None:
-        """Change some fields of a session; the updated record, or None if unknown."""
+        """Change some fields of a session (never ``replica`` or ``lease``: ValueError); the
+        updated record, or None if unknown."""
 
     @abstractmethod
     async def claim(
-        self, session_id: str, expected: str | None, replica: str | None, status: SessionStatus
+        self,
+        session_id: str,
+        expected: tuple[str | None, Lease | None],
+        replica: str | None,
+        lease: Lease | None,
     ) -> bool:
-        """Compare-and-set of the owner lease: set ``replica`` and ``status`` only if the owner is
-        still ``expected``. Two rebuilds of one session never both win."""
+        """Compare-and-set of the owner and the lease: set ``replica`` and ``lease`` only if both
+        are still exactly ``expected`` (as the caller read them). Of two writers that read the
+        same record, one wins; False for the other and for an unknown session."""
+
+    async def transition(
+        self, session_id: str, step: Callable[[SessionRecord], SessionRecord | None]
+    ) -> tuple[SessionRecord | None, bool]:
+        """Read the record, let ``step`` decide its new owner and lease (None: leave it), and
+        write them by compare-and-set, again from a fresh read while other writers interleave.
+        Returns the record as last read (None if unknown) or as written, and whether ``step``'s
+        change was written (not after a few rounds lost to other writers). ``step`` may raise
+        to refuse."""
+        record = None
+        for _ in range(_TRANSITION_TRIES):
+            record = await self.get(session_id)
+            if record is None:
+                return None, False
+            changed = step(record)
+            if changed is None:
+                return record, False
+            expected = (record.replica, record.lease)
+            if await self.claim(session_id, expected, changed.replica, changed.lease):
+                return changed, True
+        return record, False
 
     @abstractmethod
     async def delete(self, session_id: str) -> bool:
@@ -54,11 +94,12 @@ class SessionStore(ABC):
 
     @abstractmethod
     async def append_log(self, session_id: str, entry: LogEntry) -> None:
-        """Append one applied operation (prompt, clear, remove, reset) to the prompt log."""
+        """Append one applied operation (prompt, clear, remove, reset) to the prompt log, as
+        one atomic step: nothing is appended to a deleted session."""
 
     @abstractmethod
     async def log(self, session_id: str) -> list[LogEntry]:
-        """The prompt log in the order it was applied."""
+        """The prompt log in the order it was appended (entries keep any keys they carry)."""
 
     @abstractmethod
     async def clear(self, session_id: str) -> None:

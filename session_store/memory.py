@@ -1,12 +1,13 @@
-"""``InMemorySessionStore``: dictionaries in one process. Served to every ingress replica of a
-cluster by ``SessionStoreActor``; on its own, for single-process use."""
+"""``InMemorySessionStore``: dictionaries in one process. Served to every ingress and SAM 2
+replica of a cluster by ``SessionStoreActor``; on its own, for single-process use. Each method
+runs without awaiting, so on one event loop it is atomic (the compare-and-set included)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from session_store.base import SessionStore
-from session_store.records import LogEntry, ObjectRecord, SessionRecord, SessionStatus
+from session_store.base import SessionStore, check_unclaimed
+from session_store.records import Lease, LogEntry, ObjectRecord, SessionRecord
 
 
 class InMemorySessionStore(SessionStore):
@@ -31,6 +32,7 @@ class InMemorySessionStore(SessionStore):
         return sorted((r.model_copy() for r in self._sessions.values()), key=lambda r: r.created_at)
 
     async def update(self, session_id: str, **changes: Any) -> SessionRecord | None:
+        check_unclaimed(changes)
         record = self._sessions.get(session_id)
         if record is None:
             return None
@@ -39,14 +41,16 @@ class InMemorySessionStore(SessionStore):
         return updated.model_copy()
 
     async def claim(
-        self, session_id: str, expected: str | None, replica: str | None, status: SessionStatus
+        self,
+        session_id: str,
+        expected: tuple[str | None, Lease | None],
+        replica: str | None,
+        lease: Lease | None,
     ) -> bool:
         record = self._sessions.get(session_id)
-        if record is None or record.replica != expected:
+        if record is None or (record.replica, record.lease) != expected:
             return False
-        self._sessions[session_id] = record.model_copy(
-            update={"replica": replica, "status": status}
-        )
+        self._sessions[session_id] = record.model_copy(update={"replica": replica, "lease": lease})
         return True
 
     async def delete(self, session_id: str) -> bool:

@@ -15,8 +15,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
-from session_store.base import SessionStore
-from session_store.records import LogEntry, ObjectRecord, SessionRecord, SessionStatus
+from session_store.base import SessionStore, check_unclaimed
+from session_store.records import Lease, LogEntry, ObjectRecord, SessionRecord
 
 # HSET only when the hash exists, so an update never resurrects a deleted session.
 _UPDATE_IF_EXISTS = """
@@ -26,11 +26,20 @@ return 1
 """
 
 
-# The owner lease's compare-and-set: replica and status change only if the owner is as expected.
+# Compare-and-set of owner and lease (JSON values): both change only if both are as expected. A
+# record written before leases existed has no lease field: that reads as none.
 _CLAIM = """
-local current = redis.call('HGET', KEYS[1], 'replica')
-if not current or current ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'replica', ARGV[2], 'status', ARGV[3])
+local current = redis.call('HMGET', KEYS[1], 'session_id', 'replica', 'lease')
+if not current[1] then return 0 end
+if (current[2] or 'null') ~= ARGV[1] or (current[3] or 'null') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'replica', ARGV[3], 'lease', ARGV[4])
+return 1
+"""
+
+# RPUSH only when the session exists, so an append never resurrects a deleted session's log.
+_APPEND_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
 return 1
 """
 
@@ -47,6 +56,7 @@ class RedisSessionStore(SessionStore):
         self._prefix = prefix
         self._update = self._redis.register_script(_UPDATE_IF_EXISTS)
         self._claim = self._redis.register_script(_CLAIM)
+        self._append = self._redis.register_script(_APPEND_IF_EXISTS)
 
     def _key(self, session_id: str, part: str = "") -> str:
         return f"{self._prefix}session:{session_id}{part}"
@@ -80,6 +90,7 @@ class RedisSessionStore(SessionStore):
         return [_load(fields) for fields in rows if len(fields) > 1]
 
     async def update(self, session_id: str, **changes: Any) -> SessionRecord | None:
+        check_unclaimed(changes)
         current = await self.get(session_id)
         if current is None:
             return None
@@ -91,9 +102,13 @@ class RedisSessionStore(SessionStore):
         return updated
 
     async def claim(
-        self, session_id: str, expected: str | None, replica: str | None, status: SessionStatus
+        self,
+        session_id: str,
+        expected: tuple[str | None, Lease | None],
+        replica: str | None,
+        lease: Lease | None,
     ) -> bool:
-        args = [json.dumps(expected), json.dumps(replica), json.dumps(status)]
+        args = [_field(value) for value in (*expected, replica, lease)]
         return bool(await self._claim(keys=[self._key(session_id)], args=args))
 
     async def delete(self, session_id: str) -> bool:
@@ -118,8 +133,8 @@ class RedisSessionStore(SessionStore):
         return [ObjectRecord.model_validate_json(rows[k]) for k in sorted(rows, key=int)]
 
     async def append_log(self, session_id: str, entry: LogEntry) -> None:
-        if await self._redis.exists(self._key(session_id)):
-            await self._redis.rpush(self._key(session_id, ":log"), json.dumps(entry))
+        keys = [self._key(session_id), self._key(session_id, ":log")]
+        await self._append(keys=keys, args=[json.dumps(entry)])
 
     async def log(self, session_id: str) -> list[LogEntry]:
         return [
@@ -141,6 +156,11 @@ class RedisSessionStore(SessionStore):
 
 def _dump(fields: dict[str, Any]) -> dict[str, str]:
     return {k: json.dumps(v) for k, v in fields.items()}
+
+
+def _field(value: str | Lease | None) -> str:
+    """An owner or lease as the record's hash holds it (as ``_dump`` writes it)."""
+    return json.dumps(value.model_dump(mode="json") if isinstance(value, Lease) else value)
 
 
 def _load(fields: dict[str, str]) -> SessionRecord:

@@ -105,6 +105,12 @@ class ServiceSettings(EngineSettings):
     propagate_timeout_s: float = Field(3600, gt=0, description="Time budget of a propagation.")
     export_timeout_s: float = Field(900, gt=0, description="Time budget of an export or /track.")
     expiry_check_s: float = Field(30, gt=0, description="How often expired sessions are removed.")
+    lease_s: float = Field(
+        30,
+        gt=0,
+        description="How long a propagation's lease outlives its last frame: renewed while frames "
+        "flow, it lapses this long after they stop (an ingress that died mid-stream).",
+    )
     retry_after_s: int = Field(10, ge=1, description="Retry-After sent with 503.")
     routing_stats_period_s: float = Field(
         1.0, gt=0, description="How often the router refreshes each replica's free slots."

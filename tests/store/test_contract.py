@@ -3,13 +3,14 @@ redis-server)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import ray
 
-from session_store import ObjectRecord, SessionRecord, open_store
+from session_store import Lease, ObjectRecord, SessionRecord, open_store
 from session_store.memory import InMemorySessionStore
 from tests.servers import RedisServer
 
@@ -47,11 +48,12 @@ async def store(request):
         store.kill()
 
 
-def record(session_id: str = "s1", minutes: int = 0) -> SessionRecord:
+def record(session_id: str = "s1", minutes: int = 0, replica: str | None = None) -> SessionRecord:
     now = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=minutes)
     return SessionRecord(
         session_id=session_id,
         model="sam2.1_hiera_tiny",
+        replica=replica,
         created_at=now,
         last_used_at=now,
         expires_at=now + timedelta(minutes=30),
@@ -73,13 +75,27 @@ async def test_list_is_oldest_first(store):
     assert [r.session_id for r in await store.list()] == ["early", "late"]
 
 
+def lease(kind: str = "restoring", holder: str = "h1", seconds: float = 30) -> Lease:
+    return Lease(kind=kind, holder=holder, until=datetime.now(UTC) + timedelta(seconds=seconds))
+
+
 async def test_update_changes_fields_and_ignores_unknown_sessions(store):
     await store.create(record())
-    updated = await store.update("s1", status="propagating", replica="replica-a")
-    assert (updated.status, updated.replica) == ("propagating", "replica-a")
+    later = datetime(2026, 2, 1, tzinfo=UTC)
+    updated = await store.update("s1", last_used_at=later, expires_at=later)
+    assert (updated.last_used_at, updated.expires_at) == (later, later)
     assert await store.get("s1") == updated
-    assert await store.update("missing", status="ready") is None
+    assert await store.update("missing", expires_at=later) is None
     assert await store.get("missing") is None
+
+
+async def test_update_never_sets_the_owner_or_the_lease(store):
+    await store.create(record(replica="a"))
+    with pytest.raises(ValueError):
+        await store.update("s1", replica="b")
+    with pytest.raises(ValueError):
+        await store.update("s1", lease=lease())
+    assert (await store.get("s1")).replica == "a"
 
 
 async def test_objects_by_id(store):
@@ -121,17 +137,58 @@ async def test_ping(store):
     assert await store.ping() is True
 
 
-async def test_owner_lease_is_a_compare_and_set(store):
-    await store.create(record())
-    await store.update("s1", replica="dead-replica")
-    assert await store.claim("s1", expected="other", replica="x", status="restoring") is False
-    assert await store.claim("s1", expected="dead-replica", replica=None, status="restoring")
-    # a second rebuild racing the first loses
-    assert (
-        await store.claim("s1", expected="dead-replica", replica=None, status="restoring") is False
-    )
-    assert (await store.get("s1")).replica is None
-    assert await store.claim("s1", expected=None, replica="new-replica", status="ready")
+async def test_claim_sets_owner_and_lease_only_if_both_are_as_read(store):
+    await store.create(record(replica="dead"))
+    rebuild = lease("restoring", "rebuild-1")
+    assert await store.claim("s1", ("other", None), None, rebuild) is False
+    assert await store.claim("s1", ("dead", lease("propagating")), None, rebuild) is False
+    assert await store.claim("s1", ("dead", None), None, rebuild)
+    # a second rebuild that read the same record loses
+    assert await store.claim("s1", ("dead", None), None, lease("restoring", "rebuild-2")) is False
     current = await store.get("s1")
-    assert (current.replica, current.status) == ("new-replica", "ready")
-    assert await store.claim("missing", expected=None, replica="x", status="ready") is False
+    assert (current.replica, current.lease, current.status()) == (None, rebuild, "restoring")
+    assert await store.claim("s1", (None, rebuild), "new", None)
+    current = await store.get("s1")
+    assert (current.replica, current.lease, current.status()) == ("new", None, "ready")
+    assert await store.claim("missing", (None, None), "x", None) is False
+
+
+async def test_a_renewed_lease_is_a_new_value_to_compare_against(store):
+    await store.create(record(replica="a"))
+    first = lease("propagating", "p1", seconds=1)
+    assert await store.claim("s1", ("a", None), "a", first)
+    renewed = first.model_copy(update={"until": first.until + timedelta(seconds=30)})
+    assert await store.claim("s1", ("a", first), "a", renewed)
+    # a writer that read the lease before its renewal cannot take it over
+    assert await store.claim("s1", ("a", first), None, lease("restoring")) is False
+    assert (await store.get("s1")).lease == renewed
+
+
+async def test_status_comes_from_the_live_lease_and_a_lapsed_one_counts_as_none(store):
+    await store.create(record(replica="a"))
+    lapsed = lease("propagating", seconds=-1)
+    assert await store.claim("s1", ("a", None), "a", lapsed)
+    current = await store.get("s1")
+    assert current.lease == lapsed and current.live_lease() is None
+    assert current.status() == "ready"
+    assert await store.claim("s1", ("a", lapsed), "a", lease("propagating", "p2"))
+    assert (await store.get("s1")).status() == "propagating"
+
+
+async def test_transition_writes_from_a_fresh_read_and_one_of_racing_writers_wins(store):
+    await store.create(record(replica="dead"))
+
+    def take(holder: str):
+        def step(current: SessionRecord) -> SessionRecord | None:
+            if current.live_lease() is not None:
+                return None  # someone holds it
+            return current.model_copy(update={"replica": None, "lease": lease(holder=holder)})
+
+        return step
+
+    results = await asyncio.gather(*(store.transition("s1", take(f"r{i}")) for i in range(5)))
+    winners = [written.lease.holder for written, won in results if won]
+    assert len(winners) == 1
+    assert all(seen.lease.holder == winners[0] for seen, _ in results)
+    assert (await store.get("s1")).lease.holder == winners[0]
+    assert await store.transition("missing", take("x")) == (None, False)

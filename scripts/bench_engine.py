@@ -1,11 +1,13 @@
 """Benchmark the session engine against a bare SAM 2 ``SAM2VideoPredictor`` on one clip.
 
 Both sides build the same random-weight model through ``load_predictor`` (same config, seed,
-image size and overrides) and run under the engine's model context (inference mode, bf16
-autocast), so the difference measured is what the engine adds: lazy JPEG frames, the executor
-thread, the MaskStore. Each side runs in its own subprocess, so its peak RSS is its own; the
-parent runs them one after the other (never in parallel), which on a small CPU machine makes
-the ratio the figure to trust.
+image size and overrides) and compute in the same dtype, the one the engine picks on this
+machine (``precision.resolve_compute_dtype``: bf16 on CUDA and native-bf16 CPUs, fp32
+elsewhere, e.g. with ``ATEN_CPU_CAPABILITY=avx2``), under the same ``precision.model_context``.
+So the difference measured is what the engine adds: frames decoded on demand from the video,
+the executor thread, the MaskStore. Each side runs in its own subprocess, so its peak RSS is
+its own; the parent runs them one after the other (never in parallel), which on a small CPU
+machine makes the ratio the figure to trust.
 
     python scripts/bench_engine.py --write docs/benchmarks.md
 """
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = (REPO / "../shared/videos/bedroom.mp4").resolve()
 SECTION = "## Engine vs bare SAM2VideoPredictor (scripts/bench_engine.py)"
-# Same JPEG quality as the engine's default, so both sides feed SAM 2 equal frames.
+# The bare side's JPEG folder, as SAM 2's README makes one (quality as the engine once stored).
 JPEG_QUALITY = 90
 # What a side reports: figures, plus the torch build and threads it ran with.
 Figures = dict[str, float | int | str]
@@ -119,31 +121,24 @@ def _settings(args: argparse.Namespace, storage_root: Path | None = None) -> Eng
     )
 
 
-def _model_context() -> contextlib.ExitStack:
-    """The engine executor's context on CPU (inference mode, bf16 autocast), so the bare side
-    runs the same kernels; fp32 would be a different benchmark."""
-    import torch
-
-    stack = contextlib.ExitStack()
-    stack.enter_context(torch.inference_mode())
-    stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
-    return stack
-
-
 def run_bare(args: argparse.Namespace) -> Figures:
     """SAM 2 as its README uses it: a JPEG folder, init_state, one click, propagate_in_video."""
     import torch
 
     from deployments.engine.models import load_predictor
+    from deployments.engine.precision import model_context, resolve_compute_dtype
 
     torch.set_num_threads(args.threads)
-    predictor = load_predictor(_settings(args))
+    settings = _settings(args)
+    device = torch.device(settings.device)
+    dtype = resolve_compute_dtype(settings.compute_dtype, device)
+    predictor = load_predictor(settings)
     _, width, height = _clip_geometry(args.video)
     with tempfile.TemporaryDirectory(prefix="bench-bare-") as folder:
         params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
         for index, frame in enumerate(_decode(args.video, args.frames)):
             cv2.imwrite(str(Path(folder) / f"{index:05d}.jpg"), frame, params)
-        with _model_context():
+        with model_context(device, dtype):
             began = time.perf_counter()
             state = predictor.init_state(video_path=folder)
             init_state_s = time.perf_counter() - began
@@ -161,6 +156,7 @@ def run_bare(args: argparse.Namespace) -> Figures:
         "bare_fps": count / timing["wall"],
         "bare_others_cpu_s": timing["others"],
         "init_state_s": init_state_s,
+        "bare_dtype": str(dtype).removeprefix("torch."),
         **_runtime("bare"),
     }
 
@@ -177,6 +173,7 @@ def run_engine(args: argparse.Namespace) -> Figures:
     decode_s = time.perf_counter() - began
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as root:
         engine = SessionEngine(_settings(args, storage_root=Path(root)))
+        dtype = engine.compute_dtype
         try:
             began = time.perf_counter()
             info = engine.create_session(args.video, VideoOptions(end_time=args.frames / fps))
@@ -197,6 +194,7 @@ def run_engine(args: argparse.Namespace) -> Figures:
         "engine_others_cpu_s": timing["others"],
         "decode_s": decode_s,
         "start_s": start_s,
+        "engine_dtype": dtype,
         **_runtime("engine"),
     }
 
@@ -244,9 +242,16 @@ def measure(args: argparse.Namespace) -> Figures:
     for _ in range(args.repeats):
         runs.append({**_run_side("bare", args), **_run_side("engine", args)})
         runs[-1]["ratio"] = runs[-1]["engine_fps"] / runs[-1]["bare_fps"]
+        print(f"run {len(runs)}: ratio {runs[-1]['ratio']:.3f}", file=sys.stderr, flush=True)
+        if runs[-1]["bare_dtype"] != runs[-1]["engine_dtype"]:
+            raise SystemExit(f"the sides computed in different dtypes: {runs[-1]}")
     keys = [key for key, _ in COLUMNS] + ["bare_others_cpu_s", "engine_others_cpu_s"]
     result = {key: statistics.median(run[key] for run in runs) for key in keys}
-    result.update(torch=runs[0]["torch"], torch_threads=runs[0]["torch_threads"])
+    result.update(
+        torch=runs[0]["torch"],
+        torch_threads=runs[0]["torch_threads"],
+        compute_dtype=runs[0]["engine_dtype"],
+    )
     return result
 
 
@@ -282,11 +287,12 @@ def section(args: argparse.Namespace, result: Figures) -> str:
         f"Command: `{command}`\n\n"
         f"Machine: {machine}. Date: {date}.\n\n"
         f"Clip `{args.video.name}`, first {args.frames} frames, sam2.1_hiera_tiny with random "
-        f"weights at image size {args.image_size}, one click at the frame centre, forward "
-        f"propagation; medians of {args.repeats} run(s) per side, sides run one after the "
-        "other. Session start is `create_session` (decode + JPEG store) against a plain OpenCV "
-        "decode of the same frames; bare init_state includes SAM 2 loading every frame and "
-        f"encoding frame 0. {contention(result)}\n\n"
+        f"weights at image size {args.image_size}, computing in {result['compute_dtype']} on "
+        "both sides, one click at the frame centre, forward propagation; medians of "
+        f"{args.repeats} run(s) per side, sides run one after the other. Session start is "
+        "`create_session` (index the video, open its readers: no decoding) against a plain "
+        "OpenCV decode of the same frames; bare init_state includes SAM 2 loading every frame "
+        f"and encoding frame 0. {contention(result)}\n\n"
         f"{table(result)}\n"
     )
 
@@ -321,7 +327,7 @@ def main() -> None:
         return
     result = measure(args)
     print(table(result))
-    print(contention(result))
+    print(f"Both sides computed in {result['compute_dtype']}. {contention(result)}")
     if args.write:
         write_section(args.write, SECTION, section(args, result))
         print(f"wrote {args.write}", file=sys.stderr)

@@ -16,7 +16,15 @@ bare ``add_new_points_or_box`` on pre-extracted JPEGs, at image sizes 1024 and 2
 a never-visited frame costs the read plus the same model work, so the ratio printed last is
 what the 1.5x bar of issue 9 applies to.
 
+With ``--sessions`` it measures the engine end to end instead (``SessionEngine`` at
+``--session-size``, random weights, the compute dtype the engine picks): the time a 600-frame
+1080p upload (``surgery_robotic.mp4`` looped by remuxing) takes to become a session and the
+bytes the session stores beyond its source; the time from an hour-long upload being complete
+to its first click answered; and clicks on never-visited frames against bare SAM 2 clicks on
+pre-extracted JPEGs of the same frames, both run on the engine's model thread, interleaved.
+
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python scripts/bench_video_source.py
+    python scripts/bench_video_source.py --sessions
 """
 
 from __future__ import annotations
@@ -31,11 +39,13 @@ import argparse
 import itertools
 import random
 import resource
+import shutil
 import statistics
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import cv2
@@ -45,6 +55,9 @@ from local_service import REPO
 from deployments.engine.video_source import VideoIndex, VideoReader, select_frames, target_size
 from deployments.protocol.types import VideoOptions
 
+if TYPE_CHECKING:
+    from deployments.engine import SessionEngine
+
 SIZE = (1280, 720)
 FPS = 30
 GOP = 250
@@ -52,6 +65,9 @@ GOP = 250
 # to reorder, a fixed keyframe interval as x264's default (keyint 250) has at most.
 X264 = {"preset": "ultrafast", "x264-params": f"keyint={GOP}:min-keyint={GOP}:scenecut=0:bframes=3"}
 FOOTAGE = (REPO / "../shared/videos/01_dog.mp4").resolve()
+SURGERY = (REPO / "../shared/videos/surgery_robotic.mp4").resolve()
+# What the JPEG ingest stored per 1080p frame before sessions indexed their video (issue 9).
+OLD_JPEG_BYTES_PER_FRAME = 217 * 1024
 # SAM 2's image normalisation, as the engine's FrameSource applies it before the encoder.
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -284,6 +300,174 @@ def _timed(fn: object, repeats: int) -> list[float]:
     return seconds
 
 
+# ---- sessions: the engine end to end --------------------------------------------------------
+
+
+def new_engine(root: Path, image_size: int) -> SessionEngine:
+    """An engine as a replica runs it (random weights), warmed up by one image encoding."""
+    import torch
+
+    from deployments.engine import SessionEngine
+    from deployments.protocol.settings import EngineSettings
+
+    settings = EngineSettings(
+        weights="random",
+        image_size=image_size,
+        device="cpu",
+        storage_root=root,
+        max_sessions=4,
+        max_video_frames=200_000,  # the looped footage runs a few frames past an hour
+    )
+    engine = SessionEngine(settings)
+    warm = torch.zeros(1, 3, image_size, image_size)
+    engine.executor.run("warm-up", lambda: engine.predictor.forward_image(warm))
+    return engine
+
+
+def upload(engine: SessionEngine, video: Path) -> Path:
+    """``video`` copied to where the ingress leaves a completed upload."""
+    target = engine.settings.storage_root / ".uploads" / f"{time.monotonic_ns()}{video.suffix}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(video, target)
+    return target
+
+
+def bench_ready(engine: SessionEngine, video: Path) -> dict[str, float]:
+    """Time for an upload to become a session, and what the session stores beside it."""
+    uploaded = upload(engine, video)
+    started = time.perf_counter()
+    info = engine.create_session(uploaded, move=True)
+    ready_s = time.perf_counter() - started
+    directory = engine.session(info.session_id).directory
+    stored = {p.name: p.stat().st_size for p in directory.iterdir()}
+    source = stored.pop(f"source{video.suffix}")
+    engine.delete_session(info.session_id)
+    frames = info.video.num_frames
+    beyond = sum(stored.values())
+    return {
+        "frames": frames,
+        "session ready s": ready_s,
+        "source KB/frame": source / frames / 1e3,
+        "stored beyond source B/frame": beyond / frames,
+        "of the old JPEG bytes": f"{100 * beyond / frames / OLD_JPEG_BYTES_PER_FRAME:.3f}%",
+        **{f"  {name} B": size for name, size in sorted(stored.items())},
+    }
+
+
+def bench_first_click(engine: SessionEngine, video: Path, frame: int) -> dict[str, float]:
+    """From a completed upload to the first click answered, on ``frame``."""
+    from deployments.protocol import Prompt
+
+    uploaded = upload(engine, video)
+    started = time.perf_counter()
+    info = engine.create_session(uploaded, move=True)
+    ready_s = time.perf_counter() - started
+    point = (info.video.width / 2, info.video.height / 2)
+    engine.session(info.session_id).add_prompt(Prompt(frame_index=frame, points=[point]))
+    total_s = time.perf_counter() - started
+    engine.delete_session(info.session_id)
+    return {
+        "session ready s": ready_s,
+        "first click s": total_s - ready_s,
+        "upload complete to click answered s": total_s,
+    }
+
+
+def bench_unvisited_clicks(
+    engine: SessionEngine, video: Path, clicks: int, seed: int
+) -> dict[str, float]:
+    """Clicks on never-visited frames (one per GOP, random offset) through the engine against
+    bare SAM 2 clicks on JPEGs of the same frames extracted beforehand, alternately, both on
+    the engine's model thread (same model, thread and dtype). Same object on both sides."""
+    from deployments.protocol import Prompt
+
+    index = VideoIndex.build(video)
+    rng = random.Random(seed)
+    ends = [*index.keyframes[1:].tolist(), index.num_frames]
+    gops = sorted(rng.sample(range(len(index.keyframes)), clicks))
+    frames = [rng.randrange(int(index.keyframes[g]), ends[g]) for g in gops]
+    rng.shuffle(frames)
+    point = np.array([[SIZE[0] / 2, SIZE[1] / 2]], np.float32)
+    session = engine.session(engine.create_session(video).session_id)
+    engine_s, bare_s = [], []
+    others = _others_cpu_s()
+    with tempfile.TemporaryDirectory() as jpegs:
+        # JPEG 0 is a frame no click goes to: init_state caches its features as a warm-up.
+        _extract_jpegs(video, index, [0, *frames], Path(jpegs))
+        predictor = engine.predictor
+        state = engine.executor.run("bare", lambda: predictor.init_state(video_path=jpegs))
+        for i, frame in enumerate(frames, start=1):
+            started = time.perf_counter()
+            session.add_prompt(Prompt(frame_index=frame, obj_id=1, points=[tuple(point[0])]))
+            engine_s.append(time.perf_counter() - started)
+            bare = _bare_click(predictor, state, i, point)
+            bare_s.append(engine.executor.run("bare", bare))
+    engine.delete_session(session.id)
+    ratios = sorted(e / b for e, b in zip(engine_s, bare_s, strict=True))
+    return {
+        "others CPU s meanwhile": _others_cpu_s() - others,
+        "engine click p50 ms": statistics.median(engine_s) * 1000,
+        "engine click max ms": max(engine_s) * 1000,
+        "bare click p50 ms": statistics.median(bare_s) * 1000,
+        "bare click max ms": max(bare_s) * 1000,
+        "ratio p50": f"{statistics.median(ratios):.2f}",
+        "ratio worst": f"{ratios[-1]:.2f}",
+        "ratios": " ".join(f"{r:.2f}" for r in ratios),
+    }
+
+
+def _others_cpu_s() -> float:
+    """CPU seconds other processes have used since boot (/proc/stat's busy time minus ours): a
+    shared machine's noise, printed beside the timings it disturbs."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    return busy - time.process_time()
+
+
+def _extract_jpegs(video: Path, index: VideoIndex, frames: list[int], folder: Path) -> None:
+    """The frames (in the order given) as a SAM 2 JPEG folder, at the video's size."""
+    selection = select_frames(index, VideoOptions(), max_frames=index.num_frames)
+    with VideoReader(video, index, selection) as reader:
+        for i, frame in enumerate(frames):
+            bgr = cv2.cvtColor(reader.frame(frame), cv2.COLOR_RGB2BGR)
+            cv2.imwrite(str(folder / f"{i:05d}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
+
+
+def _bare_click(predictor: object, state: dict, frame: int, point: np.ndarray) -> object:
+    def click() -> float:
+        started = time.perf_counter()
+        predictor.add_new_points_or_box(
+            state, frame_idx=frame, obj_id=1, points=point, labels=np.array([1], np.int32)
+        )
+        return time.perf_counter() - started
+
+    return click
+
+
+def bench_sessions(args: argparse.Namespace, shapes: Path, footage: Path) -> None:
+    import torch
+
+    clip = loop_footage(SURGERY, args.cache / "surgery_loop30.mp4", 30)
+    with tempfile.TemporaryDirectory(dir=args.cache) as root:
+        engine = new_engine(Path(root), args.session_size)
+        threads = torch.get_num_threads()
+        title = f"image size {args.session_size}, {engine.compute_dtype}, {threads} threads"
+        try:
+            _print("600-frame 1080p upload (surgery_robotic.mp4 x 30)", bench_ready(engine, clip))
+            for frame in (0, shapes_frames(args) // 2 + 17):
+                figures = bench_first_click(engine, shapes, frame)
+                _print(f"hour-long 720p upload, first click on frame {frame} ({title})", figures)
+            for label, video in (("synthetic", shapes), ("footage", footage)):
+                figures = bench_unvisited_clicks(engine, video, args.session_clicks, args.seed)
+                _print(f"never-visited frames, {label} hour: engine / bare ({title})", figures)
+        finally:
+            engine.close()
+
+
+def shapes_frames(args: argparse.Namespace) -> int:
+    return args.seconds * FPS
+
+
 # ---- report ---------------------------------------------------------------------------------
 
 
@@ -324,16 +508,26 @@ def main() -> None:
     )
     parser.add_argument("--copy-frames", type=int, default=1500, help="Frames per copy.")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sessions", action="store_true", help="Measure sessions through the engine instead."
+    )
+    parser.add_argument("--session-size", type=int, default=1024, help="Engine's image size.")
+    parser.add_argument(
+        "--session-clicks", type=int, default=8, help="Never-visited frames clicked per video."
+    )
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"RSS after imports: {rss:.0f} MB")
 
-    frames = args.seconds * FPS
+    frames = shapes_frames(args)
     started = time.perf_counter()
     shapes = synthesize(args.cache / f"shapes_720p_gop{GOP}_{frames}.mp4", frames)
     print(f"synthetic video: {shapes} ({time.perf_counter() - started:.0f} s to make or find)")
     footage = loop_footage(FOOTAGE, args.cache / f"footage_loop{args.loops}.mp4", args.loops)
+    if args.sessions:
+        bench_sessions(args, shapes, footage)
+        return
     reads = {
         "synthetic": bench_source(f"synthetic 720p, {frames} frames", shapes, args),
         "footage": bench_source(f"real 720p footage, {args.loops} loops", footage, args),

@@ -4,6 +4,9 @@ The model is loaded once per replica. Engine calls block (they wait on the model
 every one runs in a thread pool and the replica's event loop stays free for Serve's health
 checks and for other sessions. Every session-scoped method takes ``owner``, the replica id the
 ingress found in the session store, and refuses a request that reached the wrong replica.
+
+The replica writes its sessions' prompt logs to the session store itself: each prompt, clear,
+removal and reset is appended, numbered, as the engine applies it (``Session.journal``).
 """
 
 from __future__ import annotations
@@ -42,11 +45,16 @@ from deployments.protocol import (
     ServiceSettings,
     SessionInfo,
     SessionUnavailableError,
+    StoreUnavailableError,
     VideoOptions,
 )
+from session_store import LogEntry, open_store
 
 T = TypeVar("T")
 logger = logging.getLogger("ray.serve")
+# How long an engine call waits for the store to take a prompt-log entry, the session's lock
+# held: past it the store counts as down and the request fails (503) instead.
+_JOURNAL_TIMEOUT_S = 10.0
 
 
 class SAM2Replica:
@@ -60,6 +68,8 @@ class SAM2Replica:
             max_workers=self.settings.max_ongoing_requests, thread_name_prefix="engine-call"
         )
         self._metrics = ReplicaMetrics(self.engine.model_name)
+        self._store = open_store(self.settings.redis_url)
+        self._loop = asyncio.get_running_loop()  # Serve runs the constructor on it
         logger.info(
             "SAM 2 replica %s: model %s on %s, computing in %s",
             self.replica_id,
@@ -121,6 +131,7 @@ class SAM2Replica:
             if is_upload:
                 Path(video).unlink(missing_ok=True)  # refused before it was moved
             raise
+        self._attach_journal(session_id)
         self._metrics.active_sessions.set(self.engine.active_sessions)
         return info, self.replica_id
 
@@ -139,6 +150,7 @@ class SAM2Replica:
         except BaseException:
             await self._call(self.engine.forget_session, session_id)
             raise
+        self._attach_journal(session_id)
         self._metrics.active_sessions.set(self.engine.active_sessions)
         return self.replica_id
 
@@ -151,7 +163,7 @@ class SAM2Replica:
         self._metrics.active_sessions.set(self.engine.active_sessions)
 
     async def reset(self, *, session_id: str, owner: str) -> SessionInfo:
-        return await self._call(self._session(session_id, owner).reset)
+        return await self._journaled(session_id, self._session(session_id, owner).reset)
 
     async def frame_jpeg(self, *, session_id: str, owner: str, frame_index: int) -> bytes:
         return await self._call(self._session(session_id, owner).frame_jpeg, frame_index)
@@ -161,14 +173,15 @@ class SAM2Replica:
     async def add_prompt(self, *, session_id: str, owner: str, prompt: Prompt) -> PromptResult:
         session = self._session(session_id, owner)
         started = time.perf_counter()
-        result = await self._call(session.add_prompt, prompt)
+        result = await self._journaled(session_id, session.add_prompt, prompt)
         self._metrics.click_latency.observe(time.perf_counter() - started)
         return result
 
     async def clear_prompts(
         self, *, session_id: str, owner: str, frame_index: int, obj_id: int | None
     ) -> FrameMasks:
-        return await self._call(self._session(session_id, owner).clear_prompts, frame_index, obj_id)
+        session = self._session(session_id, owner)
+        return await self._journaled(session_id, session.clear_prompts, frame_index, obj_id)
 
     async def objects(self, *, session_id: str, owner: str) -> list[ObjectInfo]:
         return await self._call(self._session(session_id, owner).objects)
@@ -180,7 +193,7 @@ class SAM2Replica:
         return await self._call(session.update_object, obj_id, name, category)
 
     async def remove_object(self, *, session_id: str, owner: str, obj_id: int) -> None:
-        await self._call(self._session(session_id, owner).remove_object, obj_id)
+        await self._journaled(session_id, self._session(session_id, owner).remove_object, obj_id)
 
     # ---- propagation and masks ---------------------------------------------------------------
 
@@ -298,6 +311,36 @@ class SAM2Replica:
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def _journaled(self, session_id: str, fn: Callable[..., T], *args: Any) -> T:
+        """An engine call that appends to the prompt log. If the store did not take the entry,
+        the session's state is ahead of its log: it is forgotten here (files kept), and the
+        next request rebuilds it from the log."""
+        try:
+            return await self._call(fn, *args)
+        except StoreUnavailableError:
+            await self._call(self.engine.forget_session, session_id)
+            raise
+
+    def _attach_journal(self, session_id: str) -> None:
+        self.engine.session(session_id).journal = partial(self._journal, session_id)
+
+    def _journal(self, session_id: str, entry: LogEntry) -> None:
+        """Append one applied operation to the session's prompt log; runs on an engine-call
+        thread, the session's lock held. StoreUnavailableError if the store did not take it."""
+        appended = asyncio.run_coroutine_threadsafe(self._append(session_id, entry), self._loop)
+        try:
+            appended.result(_JOURNAL_TIMEOUT_S)
+        except Exception as exc:
+            appended.cancel()
+            raise StoreUnavailableError(
+                f"the session store did not take the prompt ({type(exc).__name__}); retry"
+            ) from exc
+
+    async def _append(self, session_id: str, entry: LogEntry) -> None:
+        if entry["op"] == "reset":  # the log and the object names start over
+            await self._store.clear(session_id)
+        await self._store.append_log(session_id, entry)
 
     def _record_propagation(self, done: PropagationDone) -> None:
         if done.frames and done.elapsed_s > 0:

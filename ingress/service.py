@@ -176,8 +176,6 @@ class SessionService:
     async def reset(self, session_id: str) -> Session:
         record = await self.record(session_id)
         info = await self.call(record, "reset")
-        await self.store.clear(session_id)
-        await self.store.append_log(session_id, {"op": "reset"})
         return _session_view(record, info)
 
     async def frame_jpeg(self, session_id: str, frame_index: int) -> bytes:
@@ -186,23 +184,19 @@ class SessionService:
     # ---- objects and prompts -----------------------------------------------------------------
 
     async def add_prompt(self, session_id: str, prompt: Prompt) -> PromptResult:
+        """Applied and appended to the prompt log by the owner; the object's entry (for its
+        name) is kept here."""
         record = await self.record(session_id)
         result: PromptResult = await self.call(record, "add_prompt", prompt=prompt)
         if result.obj_id not in {o.obj_id for o in await self.store.objects(session_id)}:
             await self.store.put_object(session_id, ObjectRecord(obj_id=result.obj_id))
-        entry = prompt.model_copy(update={"obj_id": result.obj_id}).model_dump(mode="json")
-        await self.store.append_log(session_id, {"op": "prompt", "prompt": entry})
         return result
 
     async def clear_prompts(
         self, session_id: str, frame_index: int, obj_id: int | None
     ) -> FrameMasks:
         record = await self.record(session_id)
-        masks = await self.call(record, "clear_prompts", frame_index=frame_index, obj_id=obj_id)
-        await self.store.append_log(
-            session_id, {"op": "clear", "frame_index": frame_index, "obj_id": obj_id}
-        )
-        return masks
+        return await self.call(record, "clear_prompts", frame_index=frame_index, obj_id=obj_id)
 
     async def objects(self, session_id: str) -> list[ObjectInfo]:
         return await self.call(await self.record(session_id), "objects")
@@ -223,7 +217,6 @@ class SessionService:
         record = await self.record(session_id)
         await self.call(record, "remove_object", obj_id=obj_id)
         await self.store.delete_object(session_id, obj_id)
-        await self.store.append_log(session_id, {"op": "remove_object", "obj_id": obj_id})
 
     # ---- propagation and masks ---------------------------------------------------------------
 

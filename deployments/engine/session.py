@@ -117,6 +117,11 @@ class Session:
         self._lock = threading.Lock()
         self._progress: PropagationProgress | None = None
         self._cancel = threading.Event()
+        # The prompt log's one writer: called under the session's lock right after each prompt,
+        # clear, removal or reset is applied, with the entry applied and its sequence number;
+        # if it raises, the request fails and the caller should drop this state.
+        self.journal: Callable[[dict[str, Any]], None] = _no_journal
+        self._seq = 0
 
     # ---- info -------------------------------------------------------------------------------
 
@@ -183,6 +188,8 @@ class Session:
             )
             self._meta.setdefault(obj_id, _ObjectMeta())
             self.masks.put(prompt.frame_index, encode_masks([obj_id], mask_out[None], [score]))
+            applied = prompt.model_copy(update={"obj_id": obj_id}).model_dump(mode="json")
+            self._log({"op": "prompt", "prompt": applied})
         return PromptResult(
             frame_index=prompt.frame_index,
             obj_id=obj_id,
@@ -196,6 +203,7 @@ class Session:
             self._check_object(obj_id)
         with self._idle():
             self._run(lambda: self._clear_prompts(frame_index, obj_id))
+            self._log({"op": "clear", "frame_index": frame_index, "obj_id": obj_id})
         return FrameMasks(frame_index=frame_index, masks=self.masks.frame(frame_index))
 
     def remove_object(self, obj_id: int) -> None:
@@ -208,6 +216,7 @@ class Session:
                 )
             self.masks.delete(obj_id=obj_id)
             del self._meta[obj_id]
+            self._log({"op": "remove_object", "obj_id": obj_id})
 
     def update_object(
         self, obj_id: int, name: str | None = None, category: str | None = None
@@ -226,6 +235,7 @@ class Session:
             self._run(lambda: self._predictor.reset_state(self._state))
             self.masks.delete()
             self._meta.clear()
+            self._log({"op": "reset"})
         return self.info()
 
     # ---- propagation ---------------------------------------------------------------------------
@@ -251,11 +261,15 @@ class Session:
             return True
 
     def restore(self, log: list[dict[str, Any]], names: dict[int, tuple[str | None, str | None]]):
-        """Rebuild SAM 2's state from the session store's prompt log, in order, on a session
-        reopened from its directory (another replica held it). The MaskStore is left as it is:
-        it already holds every mask computed before, on whichever replica."""
+        """Rebuild SAM 2's state from the session store's prompt log, in the order of its
+        sequence numbers (entries without one first, as listed), on a session reopened from its
+        directory (another replica held it); later entries continue the numbering. The
+        MaskStore is left as it is: it already holds every mask computed before, on whichever
+        replica."""
+        entries = sorted(log, key=lambda entry: entry.get("seq", 0))
         with self._idle():
-            self._run(lambda: [self._replay(entry) for entry in log])
+            self._run(lambda: [self._replay(entry) for entry in entries])
+            self._seq = entries[-1].get("seq", 0) if entries else 0
             for obj_id, (name, category) in names.items():
                 if obj_id in self._meta:
                     self._meta[obj_id] = _ObjectMeta(name, category)
@@ -274,6 +288,11 @@ class Session:
 
     def _run(self, fn: Callable[[], T]) -> T:
         return self._executor.run(self.id, fn)
+
+    def _log(self, entry: dict[str, Any]) -> None:
+        """Number an applied operation and hand it to the journal (the session's lock held)."""
+        self._seq += 1
+        self.journal({**entry, "seq": self._seq})
 
     def _submit(self, fn: Callable[[], T]) -> Future[T]:
         return self._executor.submit(self.id, fn)
@@ -581,6 +600,10 @@ class Session:
         frame, obj_ids, masks, scores = result
         self.masks.put(frame, encode_masks(obj_ids, masks, scores))
         return FrameMasks(frame_index=frame, masks=self.masks.frame(frame))
+
+
+def _no_journal(entry: dict[str, Any]) -> None:
+    """A session outside the session store (one-shot calls, the engine alone) logs nothing."""
 
 
 def _jpeg(rgb: np.ndarray, quality: int) -> bytes:

@@ -1,18 +1,25 @@
 """Sessions survive: their replica's death (rebuilt on a live replica from the shared storage and
-the store's prompt log, masks kept), an ingress restart, a Redis restart with AOF, and
+the prompt log its owner wrote, masks kept), an ingress restart, a Redis restart with AOF, and
 downscaling from two replicas to one."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import pytest
 import ray
 from ray import serve
 
 from ingress.builder import build_app
+from session_store import SessionStore, open_store
 from tests.serve.conftest import deploy, stack_settings
 from tests.servers import RedisServer
+
+T = TypeVar("T")
 
 APP = "rely"
 
@@ -39,6 +46,19 @@ def replica_ids(deployment: str) -> list[str]:
     prefix = f"SERVE_REPLICA::{APP}#{deployment}#"
     names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
     return [n.removeprefix(prefix) for n in names if n.startswith(prefix)]
+
+
+def in_store(redis: RedisServer, use: Callable[[SessionStore], Awaitable[T]]) -> T:
+    """``use`` run on a client of the stack's session store."""
+
+    async def run() -> T:
+        store = open_store(redis.url)
+        try:
+            return await use(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
 
 
 def masks_by_frame(stack, base: str) -> dict[int, list]:
@@ -86,6 +106,35 @@ def test_killed_owner_next_click_rebuilds_elsewhere_and_keeps_masks(stack, video
     assert all(now[f] == before[f] for f in before if f != 9)  # propagated masks unchanged
     again = stack.client.post(f"{base}/propagate", json={"direction": "forward"})
     assert again.status_code == 200 and again.json()["frames"] == len(before)
+    stack.client.delete(base)
+    wait_healthy(stack, 2)
+
+
+def test_the_owner_logs_each_applied_edit_numbered_and_a_rebuild_continues_the_numbers(
+    stack, aof_redis, video
+):
+    session = stack.upload(video).json()
+    sid, base = session["session_id"], f"/api/v1/sessions/{session['session_id']}"
+    with ThreadPoolExecutor(4) as pool:  # concurrent clicks: logged in the order applied
+        clicks = list(pool.map(lambda f: click(stack, base, f), [0, 3, 6, 9]))
+    assert all(r.status_code == 200 for r in clicks)
+    stack.client.post(f"{base}/prompts", json={"frame_index": 2, "box": [100, 10, 150, 50]})
+    stack.client.delete(f"{base}/frames/3/prompts", params={"obj_id": 1})
+    stack.client.delete(f"{base}/objects/2")
+    log = in_store(aof_redis, lambda store: store.log(sid))
+    assert [e["seq"] for e in log] == list(range(1, 8))
+    assert [e["op"] for e in log] == ["prompt"] * 5 + ["clear", "remove_object"]
+    assert sorted(e["prompt"]["frame_index"] for e in log[:4]) == [0, 3, 6, 9]
+    assert (log[4]["prompt"]["obj_id"], log[6]["obj_id"]) == (2, 2)
+
+    kill_actor("SAM2Replica", session["replica"])
+    assert click(stack, base, 12).status_code == 200  # rebuilt from the log, then applied
+    objects = stack.client.get(base).json()["objects"]
+    assert [(o["obj_id"], o["prompt_frames"]) for o in objects] == [(1, [0, 6, 9, 12])]
+    assert stack.client.post(f"{base}/reset").status_code == 200
+    log = in_store(aof_redis, lambda store: store.log(sid))
+    assert [(e["op"], e["seq"]) for e in log] == [("reset", 9)]
+    assert in_store(aof_redis, lambda store: store.objects(sid)) == []
     stack.client.delete(base)
     wait_healthy(stack, 2)
 

@@ -6,12 +6,16 @@ checks and for other sessions. Every session-scoped method takes ``owner``, the 
 ingress found in the session store, and refuses a request that reached the wrong replica.
 
 The replica writes its sessions' prompt logs to the session store itself: each prompt, clear,
-removal and reset is appended, numbered, as the engine applies it (``Session.journal``).
+removal and reset is appended, numbered, as the engine applies it (``Session.journal``). Every
+``reconcile_s`` it compares the sessions it took on with the store and frees those the store
+gives to no one here, so a create or rebuild that finished after its caller gave up, or a copy
+another replica rebuilt meanwhile, keeps no slot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -55,6 +59,8 @@ logger = logging.getLogger("ray.serve")
 # How long an engine call waits for the store to take a prompt-log entry, the session's lock
 # held: past it the store counts as down and the request fails (503) instead.
 _JOURNAL_TIMEOUT_S = 10.0
+# How often ``settle_session`` looks whether a creation it waits for has ended.
+_SETTLE_POLL_S = 0.2
 
 
 class SAM2Replica:
@@ -70,6 +76,9 @@ class SAM2Replica:
         self._metrics = ReplicaMetrics(self.engine.model_name)
         self._store = open_store(self.settings.redis_url)
         self._loop = asyncio.get_running_loop()  # Serve runs the constructor on it
+        # Sessions taken on for the store (created or rebuilt here) -> when (monotonic).
+        self._adopted: dict[str, float] = {}
+        self._reconciler = self._loop.create_task(self._reconcile_forever())
         logger.info(
             "SAM 2 replica %s: model %s on %s, computing in %s",
             self.replica_id,
@@ -124,14 +133,13 @@ class SAM2Replica:
         this replica's id. An upload is moved into the session's directory, which owns it from
         then on; one that fails to become a session is removed. A server-side video is only
         read."""
-        create = partial(self.engine.create_session, move=is_upload)
+        create = partial(self._create, move=is_upload)
         try:
             info = await self._call(create, Path(video), options, session_id)
         except BaseException:
             if is_upload:
                 Path(video).unlink(missing_ok=True)  # refused before it was moved
             raise
-        self._attach_journal(session_id)
         self._metrics.active_sessions.set(self.engine.active_sessions)
         return info, self.replica_id
 
@@ -143,16 +151,29 @@ class SAM2Replica:
         names: dict[int, tuple[str | None, str | None]],
     ) -> str:
         """Rebuild a session whose replica is gone: reopen its directory from the shared storage
-        and replay its prompt log. Returns this replica's id, the new owner."""
-        session = await self._call(self.engine.open_session, session_id)
+        and replay its prompt log. Returns this replica's id, the new owner. If the caller gives
+        up meanwhile, the copy is forgotten as soon as it is built."""
+        rebuild = self._pool.submit(self._restore, session_id, log, names)
         try:
-            await self._call(session.restore, log, names)
-        except BaseException:
-            await self._call(self.engine.forget_session, session_id)
+            await asyncio.shield(asyncio.wrap_future(rebuild))
+        except asyncio.CancelledError:
+            forget = partial(self._pool.submit, self.engine.forget_session, session_id)
+            rebuild.add_done_callback(lambda _: forget())
             raise
-        self._attach_journal(session_id)
         self._metrics.active_sessions.set(self.engine.active_sessions)
         return self.replica_id
+
+    async def settle_session(self, *, session_id: str, owner: str) -> bool:
+        """Free this replica's copy of a session its caller gave up on (a create that timed
+        out, a rebuild that lost its lease) once a creation of it still running here has ended
+        (the caller's budget bounds the wait): deleted with its files when the store has no
+        record of it, forgotten when the record names another owner. Whether a copy was
+        freed."""
+        if owner != self.replica_id:
+            raise SessionUnavailableError(f"this is replica {self.replica_id}, not {owner}")
+        while self._opening(session_id):
+            await asyncio.sleep(_SETTLE_POLL_S)
+        return await self._settle(session_id)
 
     async def session_info(self, *, session_id: str, owner: str) -> SessionInfo:
         return self._session(session_id, owner).info()
@@ -322,8 +343,37 @@ class SAM2Replica:
             await self._call(self.engine.forget_session, session_id)
             raise
 
-    def _attach_journal(self, session_id: str) -> None:
+    def _create(
+        self, video: Path, options: VideoOptions, session_id: str, *, move: bool
+    ) -> SessionInfo:
+        """Create and adopt in one engine call, so a create whose caller gives up midway is
+        still watched by reconciliation."""
+        info = self.engine.create_session(video, options, session_id, move=move)
+        self._adopt(session_id)
+        return info
+
+    def _restore(
+        self,
+        session_id: str,
+        log: list[LogEntry],
+        names: dict[int, tuple[str | None, str | None]],
+    ) -> None:
+        """Open and replay, then adopt (an engine-call thread); nothing is held if it fails."""
+        self._adopted.pop(session_id, None)
+        self.engine.forget_session(session_id)  # a stale copy of it here goes first
+        session = self.engine.open_session(session_id)
+        try:
+            session.restore(log, names)
+        except BaseException:
+            self.engine.forget_session(session_id)
+            raise
+        self._adopt(session_id)
+
+    def _adopt(self, session_id: str) -> None:
+        """Take a session on for the store: its edits go to its prompt log, and reconciliation
+        watches it (one-shot sessions are never adopted)."""
         self.engine.session(session_id).journal = partial(self._journal, session_id)
+        self._adopted[session_id] = time.monotonic()
 
     def _journal(self, session_id: str, entry: LogEntry) -> None:
         """Append one applied operation to the session's prompt log; runs on an engine-call
@@ -341,6 +391,52 @@ class SAM2Replica:
         if entry["op"] == "reset":  # the log and the object names start over
             await self._store.clear(session_id)
         await self._store.append_log(session_id, entry)
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reconcile_s)
+            try:
+                await self._reconcile()
+            except Exception:  # the store may be restarting: nothing is freed, next round
+                logger.exception("reconciling sessions with the store failed")
+
+    async def _reconcile(self) -> None:
+        """Free the adopted sessions the store gives to no one here; one adopted less than a
+        period ago is left alone (its caller may still be writing its record)."""
+        now = time.monotonic()
+        for session_id, since in dict(self._adopted).items():
+            if not self._holds(session_id):
+                self._adopted.pop(session_id, None)
+            elif now - since >= self.settings.reconcile_s:
+                await self._settle(session_id)
+
+    async def _settle(self, session_id: str) -> bool:
+        """Delete the session (files too) if the store has no record of it, forget it (files
+        kept) if the record names another owner; whether a copy held here was freed."""
+        record = await self._store.get(session_id)
+        owned_here = record is not None and record.replica == self.replica_id
+        if owned_here or not self._holds(session_id):
+            return False
+        self._adopted.pop(session_id, None)
+        free = self.engine.delete_session if record is None else self.engine.forget_session
+        with contextlib.suppress(NotFoundError):  # freed meanwhile by a request
+            await self._call(free, session_id)
+        self._metrics.active_sessions.set(self.engine.active_sessions)
+        logger.info(
+            "freed session %s: %s", session_id, "no record" if record is None else "owned elsewhere"
+        )
+        return True
+
+    def _holds(self, session_id: str) -> bool:
+        try:
+            self.engine.session(session_id)
+        except NotFoundError:
+            return False
+        return True
+
+    def _opening(self, session_id: str) -> bool:
+        """Whether a creation of the session is under way here (a slot taken, not held yet)."""
+        return session_id in self.engine.session_ids() and not self._holds(session_id)
 
     def _record_propagation(self, done: PropagationDone) -> None:
         if done.frames and done.elapsed_s > 0:

@@ -47,6 +47,8 @@ from ingress.schemas import Health, Session
 from session_store import Lease, ObjectRecord, SessionRecord, SessionStore, leases
 
 logger = logging.getLogger("ray.serve")
+# Requests to free copies of sessions no caller will use, kept until they finish.
+_settling: set[asyncio.Task[None]] = set()
 
 
 class SessionService:
@@ -111,14 +113,18 @@ class SessionService:
                 f"model {model!r} is not served here; this service runs {self.settings.model!r}"
             )
         session_id = new_session_id()
-        info, replica = await self._call(
-            CREATE_METHOD,
-            self.settings.create_timeout_s,
-            session_id=session_id,
-            video=str(video),
-            options=options,
-            is_upload=is_upload,
-        )
+        try:
+            info, replica = await self._call(
+                CREATE_METHOD,
+                self.settings.create_timeout_s,
+                session_id=session_id,
+                video=str(video),
+                options=options,
+                is_upload=is_upload,
+            )
+        except (DeadlineExceededError, asyncio.CancelledError):
+            self._settle_later(session_id)  # given up: it may still be created, unrecorded
+            raise
         now = datetime.now(UTC)
         record = SessionRecord(
             session_id=session_id,
@@ -421,9 +427,32 @@ class SessionService:
             session_id, leases.finish_rebuild(lease, replica)
         )
         if not owned:
+            self._settle_later(session_id, [replica])
             raise _lost(session_id, current, "the rebuild outlived its lease; retry")
         record.replica, record.lease = replica, None
         return replica
+
+    def _settle_later(self, session_id: str, replicas: list[str] | None = None) -> None:
+        """Ask ``replicas`` (default: every replica) to free their copy of a session no caller
+        will use, in the background. Best effort: their reconciliation frees it anyway."""
+        task = asyncio.create_task(self._settle(session_id, replicas))
+        _settling.add(task)
+        task.add_done_callback(_settling.discard)
+
+    async def _settle(self, session_id: str, replicas: list[str] | None) -> None:
+        budget_s = self.settings.request_timeout_s  # also bounds waiting for a late create
+        try:
+            if replicas is None:
+                replicas = [s["replica"] for s in await self.replica_stats() if "replica" in s]
+            await asyncio.gather(
+                *(
+                    self._call("settle_session", budget_s, session_id=session_id, owner=replica)
+                    for replica in replicas
+                ),
+                return_exceptions=True,
+            )
+        except Exception:
+            logger.warning("could not ask the replicas to free session %s", session_id)
 
     async def _release(self, session_id: str, lease: Lease) -> None:
         """Give a lease back at once; if the store cannot take it now, the lease lapses."""

@@ -111,6 +111,13 @@ class ServiceSettings(EngineSettings):
         description="How long a propagation's lease outlives its last frame: renewed while frames "
         "flow, it lapses this long after they stop (an ingress that died mid-stream).",
     )
+    reconcile_s: float = Field(
+        20,
+        gt=0,
+        description="How often each replica frees the sessions the store gives it no longer "
+        "(record gone: deleted; another owner: forgotten); one it took on less than this long "
+        "ago is left alone.",
+    )
     retry_after_s: int = Field(10, ge=1, description="Retry-After sent with 503.")
     routing_stats_period_s: float = Field(
         1.0, gt=0, description="How often the router refreshes each replica's free slots."

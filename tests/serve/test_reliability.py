@@ -1,23 +1,29 @@
-"""Sessions survive: their replica's death (rebuilt on a live replica from the shared storage and
-the prompt log its owner wrote, masks kept), an ingress restart, a Redis restart with AOF, and
-downscaling from two replicas to one."""
+"""Sessions survive faults, on one stack (real Ray Serve, a real redis-server with AOF): their
+replica's death (rebuilt on a live replica from the shared storage and the prompt log its owner
+wrote, masks kept), a create whose caller gave up, an ingress restart, a Redis restart,
+downscaling from two replicas to one. Reconciliation runs within seconds here
+(``reconcile_s``)."""
 
 from __future__ import annotations
 
 import asyncio
+import fractions
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
+import av
 import pytest
 import ray
 from ray import serve
 
 from ingress.builder import build_app
-from session_store import SessionStore, open_store
+from session_store import SessionRecord, SessionStore, open_store
 from tests.serve.conftest import deploy, stack_settings
 from tests.servers import RedisServer
+from tests.videos import write_video
 
 T = TypeVar("T")
 
@@ -33,8 +39,31 @@ def aof_redis(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stack(http_port, aof_redis, tmp_path_factory):
-    settings = stack_settings(tmp_path_factory.mktemp("sessions"), redis_url=aof_redis.url)
+    settings = stack_settings(
+        tmp_path_factory.mktemp("sessions"),
+        redis_url=aof_redis.url,
+        lease_s=3,
+        expiry_check_s=0.5,
+        reconcile_s=1,
+    )
     return deploy(http_port, APP, settings)
+
+
+@pytest.fixture(scope="module")
+def slow_to_index(tmp_path_factory) -> Path:
+    """500,000 tiny frames at 1,000 fps (16 MB): indexing it (a demux) takes over a second."""
+    seed = write_video(tmp_path_factory.mktemp("seed") / "seed.mkv", num_frames=3, size=(16, 16))
+    target = seed.with_name("many.mkv")
+    with av.open(str(seed)) as source, av.open(str(target), "w") as out:
+        packets = [p for p in source.demux(source.streams.video[0]) if p.size]
+        stream = out.add_stream_from_template(source.streams.video[0])
+        stream.time_base = fractions.Fraction(1, 1000)
+        for i in range(500_000):
+            packet = packets[min(i, 1)]  # a keyframe, then the same small delta frame
+            packet.pts = packet.dts = i
+            packet.time_base, packet.stream = stream.time_base, stream
+            out.mux(packet)
+    return target
 
 
 def kill_actor(deployment: str, replica: str) -> None:
@@ -59,6 +88,34 @@ def in_store(redis: RedisServer, use: Callable[[SessionStore], Awaitable[T]]) ->
             await store.close()
 
     return asyncio.run(run())
+
+
+def stored(redis: RedisServer, session_id: str) -> SessionRecord | None:
+    return in_store(redis, lambda store: store.get(session_id))
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.2)
+
+
+def active_sessions(stack) -> int:
+    return stack.client.get("/health").json()["active_sessions"]
+
+
+def session_dirs(stack) -> set[str]:
+    root = Path(stack.settings["storage_root"])
+    return {p.name for p in root.iterdir() if not p.name.startswith(".")}
+
+
+def new_clicked_session(stack, video: Path) -> tuple[dict, str]:
+    session = stack.upload(video).json()
+    base = f"/api/v1/sessions/{session['session_id']}"
+    assert click(stack, base, 0).status_code == 200
+    return session, base
 
 
 def masks_by_frame(stack, base: str) -> dict[int, list]:
@@ -137,6 +194,48 @@ def test_the_owner_logs_each_applied_edit_numbered_and_a_rebuild_continues_the_n
     assert in_store(aof_redis, lambda store: store.objects(sid)) == []
     stack.client.delete(base)
     wait_healthy(stack, 2)
+
+
+def test_replicas_free_sessions_whose_record_is_gone_or_names_another_owner(
+    stack, aof_redis, video
+):
+    (gone, _), (moved, moved_base) = (new_clicked_session(stack, video) for _ in range(2))
+    wait_for(lambda: active_sessions(stack) == 2, "the replicas to report both sessions")
+    in_store(aof_redis, lambda store: store.delete(gone["session_id"]))
+
+    def elsewhere(record: SessionRecord) -> SessionRecord:
+        return record.model_copy(update={"replica": "a-replica-elsewhere"})
+
+    in_store(aof_redis, lambda store: store.transition(moved["session_id"], elsewhere))
+    wait_for(lambda: active_sessions(stack) == 0, "reconciliation to free both sessions")
+    assert session_dirs(stack) == {moved["session_id"]}  # forgotten, not deleted
+    response = click(stack, moved_base, 4)  # rebuilt from its files and log
+    assert response.status_code == 200, response.text
+    stack.client.delete(moved_base)
+
+
+def test_a_create_whose_caller_timed_out_leaves_no_files_nor_slot(
+    http_port, aof_redis, tmp_path, slow_to_index
+):
+    settings = stack_settings(
+        tmp_path,
+        redis_url=aof_redis.url,
+        min_replicas=1,
+        max_replicas=1,
+        max_sessions=1,
+        create_timeout_s=0.3,
+        reconcile_s=1,
+    )
+    late = deploy(http_port, "late", settings)
+    try:
+        response = late.upload(slow_to_index, end_time="1")
+        assert response.status_code == 504, response.text
+        assert session_dirs(late), "the replica was still creating the session"
+        wait_for(lambda: not session_dirs(late), "the late session's files to go")
+        wait_for(lambda: active_sessions(late) == 0, "the late session's slot to be free")
+        assert list((tmp_path / ".uploads").iterdir()) == []
+    finally:
+        serve.delete("late")
 
 
 def test_sessions_survive_an_ingress_restart(stack, video):

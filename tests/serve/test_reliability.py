@@ -1,16 +1,19 @@
 """Sessions survive faults, on one stack (real Ray Serve, a real redis-server with AOF): their
 replica's death (rebuilt on a live replica from the shared storage and the prompt log its owner
-wrote, masks kept), a create whose caller gave up, an ingress restart, a Redis restart,
-downscaling from two replicas to one. Reconciliation runs within seconds here
-(``reconcile_s``)."""
+wrote, masks kept), two rebuilds at once, an ingress killed mid-propagation, a create whose
+caller gave up, a Redis restart (mid-propagation too), downscaling from two replicas to one.
+Leases lapse and reconciliation runs within seconds here (``lease_s``, ``reconcile_s``)."""
 
 from __future__ import annotations
 
 import asyncio
 import fractions
+import json
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,7 +23,7 @@ import ray
 from ray import serve
 
 from ingress.builder import build_app
-from session_store import SessionRecord, SessionStore, open_store
+from session_store import Lease, SessionRecord, SessionStore, open_store
 from tests.serve.conftest import deploy, stack_settings
 from tests.servers import RedisServer
 from tests.videos import write_video
@@ -28,6 +31,8 @@ from tests.videos import write_video
 T = TypeVar("T")
 
 APP = "rely"
+NDJSON = {"accept": "application/x-ndjson"}
+LONG_CLIP_FRAMES = 48
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +52,13 @@ def stack(http_port, aof_redis, tmp_path_factory):
         reconcile_s=1,
     )
     return deploy(http_port, APP, settings)
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> Path:
+    """Long enough that a propagation is still running when the test acts on it."""
+    path = tmp_path_factory.mktemp("long") / "long.mp4"
+    return write_video(path, num_frames=LONG_CLIP_FRAMES)
 
 
 @pytest.fixture(scope="module")
@@ -196,6 +208,30 @@ def test_the_owner_logs_each_applied_edit_numbered_and_a_rebuild_continues_the_n
     wait_healthy(stack, 2)
 
 
+def test_two_requests_rebuilding_one_session_at_once_rebuild_it_once(stack, aof_redis, video):
+    session, base = new_clicked_session(stack, video)
+    kill_actor("SAM2Replica", session["replica"])
+    start = threading.Barrier(2)
+
+    def click_at(frame: int):
+        start.wait()
+        return click(stack, base, frame)
+
+    with ThreadPoolExecutor(2) as pool:
+        responses = dict(zip([3, 6], pool.map(click_at, [3, 6]), strict=True))
+    won = [f for f, r in responses.items() if r.status_code == 200]
+    lost = [r for r in responses.values() if r.status_code != 200]
+    assert won and all(r.status_code == 503 for r in lost), [r.text for r in lost]
+    assert all(r.headers["Retry-After"] == "7" for r in lost)
+    assert all(r.json()["error"]["code"] == "session_unavailable" for r in lost)
+    [obj] = stack.client.get(base).json()["objects"]
+    assert obj["prompt_frames"] == [0, *won]
+    wait_healthy(stack, 2)
+    wait_for(lambda: active_sessions(stack) == 1, "the replicas to report one copy of it")
+    assert stored(aof_redis, session["session_id"]).status() == "ready"
+    stack.client.delete(base)
+
+
 def test_replicas_free_sessions_whose_record_is_gone_or_names_another_owner(
     stack, aof_redis, video
 ):
@@ -238,6 +274,56 @@ def test_a_create_whose_caller_timed_out_leaves_no_files_nor_slot(
         serve.delete("late")
 
 
+def test_after_an_ingress_dies_mid_propagation_its_lease_lapses(stack, aof_redis, long_clip):
+    (resumed, resumed_base), (idle, _) = (new_clicked_session(stack, long_clip) for _ in range(2))
+    with (
+        stack.client.stream("POST", f"{resumed_base}/propagate", json={}, headers=NDJSON) as one,
+        stack.client.stream(
+            "POST", f"/api/v1/sessions/{idle['session_id']}/propagate", json={}, headers=NDJSON
+        ) as two,
+    ):
+        assert [json.loads(next(s.iter_lines()))["type"] for s in (one, two)] == ["frame"] * 2
+        [ingress] = replica_ids("Ingress")
+        kill_actor("Ingress", ingress)
+    leases = [stored(aof_redis, s["session_id"]).lease for s in (resumed, idle)]
+    assert [lease.kind for lease in leases] == ["propagating"] * 2  # left behind by the dead
+    wait_healthy(stack, 2)
+
+    def propagated() -> bool:
+        response = stack.client.post(f"{resumed_base}/propagate", json={"direction": "forward"})
+        assert response.status_code in (200, 409), response.text  # 409: the old one still runs
+        return response.status_code == 200
+
+    wait_for(propagated, "a new propagation to be accepted", timeout_s=60)
+    assert stored(aof_redis, resumed["session_id"]).lease is None  # released by its holder
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    in_store(aof_redis, lambda store: store.update(idle["session_id"], expires_at=past))
+    wait_for(lambda: stored(aof_redis, idle["session_id"]) is None, "the idle session to expire")
+    assert idle["session_id"] not in session_dirs(stack)
+    stack.client.delete(resumed_base)
+
+
+def test_expiry_skips_only_a_session_under_a_live_lease(stack, aof_redis, video):
+    held, idle = (stack.upload(video).json()["session_id"] for _ in range(2))
+    lease = Lease(kind="propagating", holder="test", until=datetime.now(UTC) + timedelta(hours=1))
+
+    def hold(record: SessionRecord) -> SessionRecord:
+        return record.model_copy(update={"lease": lease})
+
+    def release(record: SessionRecord) -> SessionRecord:
+        return record.model_copy(update={"lease": None})
+
+    in_store(aof_redis, lambda store: store.transition(held, hold))
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    for sid in (held, idle):
+        in_store(aof_redis, lambda store, sid=sid: store.update(sid, expires_at=past))
+    wait_for(lambda: stored(aof_redis, idle) is None, "the idle session to expire")
+    assert stored(aof_redis, held).status() == "propagating"  # the same round skipped it
+    in_store(aof_redis, lambda store: store.transition(held, release))
+    wait_for(lambda: stored(aof_redis, held) is None, "the released session to expire")
+    wait_for(lambda: not {held, idle} & session_dirs(stack), "the expired sessions' files to go")
+
+
 def test_sessions_survive_an_ingress_restart(stack, video):
     sid = stack.upload(video).json()["session_id"]
     [ingress] = replica_ids("Ingress")
@@ -260,6 +346,23 @@ def test_sessions_survive_a_redis_restart_with_aof(stack, aof_redis, video):
     response = click(stack, base, 3)
     assert response.status_code == 200, response.text
     assert stack.client.get(base).json()["objects"][0]["prompt_frames"] == [0, 3]
+    stack.client.delete(base)
+
+
+def test_a_redis_restart_mid_propagation_keeps_its_frames_and_the_session(
+    stack, aof_redis, long_clip
+):
+    session, base = new_clicked_session(stack, long_clip)
+    with stack.client.stream("POST", f"{base}/propagate", json={}, headers=NDJSON) as stream:
+        lines = stream.iter_lines()
+        events = [json.loads(next(lines))]
+        aof_redis.stop()
+        aof_redis.start()
+        events += [json.loads(line) for line in lines]
+    assert [e["type"] for e in events] == ["frame"] * LONG_CLIP_FRAMES + ["done"]
+    assert len(masks_by_frame(stack, base)) == LONG_CLIP_FRAMES
+    assert click(stack, base, 5).status_code == 200
+    assert stored(aof_redis, session["session_id"]).lease is None
     stack.client.delete(base)
 
 

@@ -115,7 +115,7 @@ def test_websocket_disconnect_stops_the_propagation(stack, tmp_path):
 
 
 def test_websocket_errors_are_messages_with_close_codes(stack):
-    with connect(ws_url(stack, "/api/v1/sessions/nosuch/propagate/ws")) as socket:
+    with connect(ws_url(stack, "/api/v1/sessions/no-such-session/propagate/ws")) as socket:
         socket.send(json.dumps({"direction": "forward"}))
         message = json.loads(socket.recv())
         with pytest.raises(ConnectionClosed):

@@ -5,6 +5,12 @@ around the tracking position) on the model's device; the frames in the source vi
 on demand by the ``FrameSource`` (a bounded buffer of the frames a walk needs); every computed
 mask in the ``MaskStore`` on the session directory. All model work runs on the shared
 ``ModelExecutor``.
+
+SAM 2's state is a function of the prompt log: every prompt and propagation starts from it
+settled (``state.settle``: prompts consolidated, no non-conditioning outputs), and what else
+SAM 2 reads when a prompt is applied (how the frame was tracked, the stored mask that seeds
+it) is recorded in the prompt's log entry, so a rebuild that replays the log computes exactly
+what the session that was never rebuilt computes.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from deployments.protocol.errors import (
     NotFoundError,
 )
 from deployments.protocol.types import (
+    RLE,
     FrameMasks,
     ObjectInfo,
     Prompt,
@@ -69,6 +76,26 @@ _StepResult = tuple[int, list[int], np.ndarray, list[float]]
 class _ObjectMeta:
     name: str | None = None
     category: str | None = None
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What SAM 2 reads besides the prompt when it applies one, recorded in the prompt's log
+    entry so that a replay applies the same: how the frame had been tracked (SAM 2's
+    ``is_init_cond_frame`` and direction follow from it), and the stored mask that seeds a
+    click on a frame where SAM 2 holds no output (so it starts from the mask the user sees)."""
+
+    tracked: sam_state.Tracked = None
+    seed: RLE | None = None
+
+    @classmethod
+    def logged(cls, entry: dict[str, Any]) -> _Context:
+        seed = entry.get("seed")
+        return cls(entry.get("tracked"), None if seed is None else RLE.model_validate(seed))
+
+    def entry(self) -> dict[str, Any]:
+        seed = None if self.seed is None else self.seed.model_dump(mode="json")
+        return {"tracked": self.tracked, "seed": seed}
 
 
 @dataclass
@@ -183,13 +210,13 @@ class Session:
             obj_id = prompt.obj_id if prompt.obj_id is not None else self._next_obj_id()
             if obj_id not in self._meta and len(self._meta) >= self.max_objects:
                 raise InvalidPromptError(f"a session holds at most {self.max_objects} objects")
-            mask_out, score = self._run(
-                lambda: self._apply_prompt(prompt, obj_id, points, box, mask)
+            mask_out, score, context = self._run(
+                lambda: self._apply_live(prompt, obj_id, points, box, mask)
             )
             self._meta.setdefault(obj_id, _ObjectMeta())
             self.masks.put(prompt.frame_index, encode_masks([obj_id], mask_out[None], [score]))
             applied = prompt.model_copy(update={"obj_id": obj_id}).model_dump(mode="json")
-            self._log({"op": "prompt", "prompt": applied})
+            self._log({"op": "prompt", "prompt": applied, **context.entry()})
         return PromptResult(
             frame_index=prompt.frame_index,
             obj_id=obj_id,
@@ -365,6 +392,25 @@ class Session:
                 f"{what} ({x:g}, {y:g}) lies outside the {w}x{h} frame", width=w, height=h
             )
 
+    def _apply_live(
+        self,
+        prompt: Prompt,
+        obj_id: int,
+        points: np.ndarray | None,
+        box: np.ndarray | None,
+        mask: np.ndarray | None,
+    ) -> tuple[np.ndarray, float, _Context]:
+        """A prompt on the settled state, with the context SAM 2 finds now (executor thread):
+        a click on a frame where SAM 2 holds no output of the object is seeded with its stored
+        mask, the mask the user sees."""
+        frame = prompt.frame_index
+        sam_state.settle(self._predictor, self._state)
+        seed = None
+        if mask is None and sam_state.frame_output(self._state, obj_id, frame) is None:
+            seed = next((m.rle for m in self.masks.frame(frame) if m.obj_id == obj_id), None)
+        context = _Context(sam_state.tracked(self._state, obj_id, frame), seed)
+        return *self._apply_prompt(prompt, obj_id, points, box, mask, context), context
+
     def _apply_prompt(
         self,
         prompt: Prompt,
@@ -372,10 +418,14 @@ class Session:
         points: np.ndarray | None,
         box: np.ndarray | None,
         mask: np.ndarray | None,
+        context: _Context,
     ) -> tuple[np.ndarray, float]:
-        """Model work of a prompt (executor thread): mask first, then points/box on top."""
+        """Model work of a prompt in ``context`` (executor thread): mask first, then points/box
+        on top."""
         frame = prompt.frame_index
         result = None
+        idx = self._predictor._obj_id_to_idx(self._state, obj_id)  # adds a new object
+        sam_state.set_tracked(self._state, idx, frame, context.tracked)
         if mask is not None:
             result = self._predictor.add_new_mask(
                 self._state, frame, obj_id, torch.from_numpy(mask)
@@ -384,7 +434,7 @@ class Session:
             labels = None
             if points is not None:
                 labels = np.asarray(prompt.labels or [1] * len(points), dtype=np.int32)
-            with self._seeded_from_store(obj_id, frame, skip=mask is not None):
+            with self._seeded(idx, frame, context.seed):
                 result = self._predictor.add_new_points_or_box(
                     self._state,
                     frame,
@@ -401,22 +451,13 @@ class Session:
         return (video_res_masks[obj_ids.index(obj_id), 0] > 0).cpu().numpy(), score
 
     @contextlib.contextmanager
-    def _seeded_from_store(self, obj_id: int, frame: int, skip: bool) -> Iterator[None]:
-        """Give SAM 2 the object's current mask on ``frame`` when its own output there was
-        dropped (bounded memory), so a refinement click starts from what the user sees."""
-        idx = self._state["obj_id_to_idx"].get(obj_id)
-        stored = None
-        if (
-            not skip
-            and idx is not None
-            and sam_state.frame_output(self._state, obj_id, frame) is None
-        ):
-            stored = next((m for m in self.masks.frame(frame) if m.obj_id == obj_id), None)
-        if stored is None:
+    def _seeded(self, obj_idx: int, frame: int, seed: RLE | None) -> Iterator[None]:
+        """Hand SAM 2 ``seed`` as the object's previous mask logits on ``frame``."""
+        if seed is None:
             yield
             return
-        temp = self._state["temp_output_dict_per_obj"][idx]["cond_frame_outputs"]
-        temp[frame] = {"pred_masks": self._mask_logits(decode_mask(stored.rle))}
+        temp = self._state["temp_output_dict_per_obj"][obj_idx]["cond_frame_outputs"]
+        temp[frame] = {"pred_masks": self._mask_logits(decode_mask(seed))}
         try:
             yield
         except BaseException:
@@ -437,46 +478,29 @@ class Session:
         return logits.to(self._state["storage_device"])
 
     def _clear_prompts(self, frame: int, obj_id: int | None) -> None:
-        """Model work of clearing prompts (executor thread); keeps the MaskStore in step."""
-        targets, result = self._clear_in_model(frame, obj_id)
-        if result is None:
-            return
-        _, obj_ids, video_res_masks = result
-        kept, masks, scores = [], [], []
-        for target in targets:
-            out = sam_state.frame_output(self._state, target, frame)
-            if out is None:
-                self.masks.delete(obj_id=target, frame_index=frame)
-                continue
-            kept.append(target)
-            masks.append((video_res_masks[obj_ids.index(target), 0] > 0).cpu().numpy())
-            scores.append(torch.sigmoid(out["object_score_logits"].float()).item())
-        if kept:
-            self.masks.put(frame, encode_masks(kept, np.stack(masks), scores))
+        """Model work of clearing prompts (executor thread): the masks those prompts made on
+        the frame go with them, until a propagation computes the frame again."""
+        for target in self._clear_in_model(frame, obj_id):
+            self.masks.delete(obj_id=target, frame_index=frame)
 
-    def _clear_in_model(self, frame: int, obj_id: int | None) -> tuple[list[int], tuple | None]:
-        """Clear the prompts in SAM 2's state; the objects cleared and SAM 2's last output."""
-        targets = (
-            [obj_id]
-            if obj_id is not None
-            else [
-                o
-                for o in self._state["obj_ids"]
-                if frame in sam_state.prompt_frames(self._state, o)
-            ]
-        )
-        targets = [o for o in targets if o in self._state["obj_id_to_idx"]]
-        result = None
+    def _clear_in_model(self, frame: int, obj_id: int | None) -> list[int]:
+        """Clear the prompts on ``frame`` in SAM 2's state; the objects that had some."""
+        candidates = self._state["obj_ids"] if obj_id is None else [obj_id]
+        targets = [o for o in candidates if frame in sam_state.prompt_frames(self._state, o)]
         for target in targets:
-            result = self._predictor.clear_all_prompts_in_frame(self._state, frame, target)
-        return targets, result
+            self._predictor.clear_all_prompts_in_frame(
+                self._state, frame, target, need_output=False
+            )
+        return targets
 
     def _replay(self, entry: dict[str, Any]) -> None:
         """One prompt-log entry applied to SAM 2's state only (executor thread)."""
         op = entry["op"]
         if op == "prompt":
             prompt = Prompt.model_validate(entry["prompt"])
-            self._apply_prompt(prompt, prompt.obj_id, *self._prompt_inputs(prompt))
+            sam_state.settle(self._predictor, self._state)
+            inputs = self._prompt_inputs(prompt)
+            self._apply_prompt(prompt, prompt.obj_id, *inputs, _Context.logged(entry))
             self._meta.setdefault(prompt.obj_id, _ObjectMeta())
         elif op == "clear":
             self._clear_in_model(entry["frame_index"], entry["obj_id"])
@@ -529,6 +553,7 @@ class Session:
         try:
             yield None  # primed: the session is ours
             began = time.perf_counter()
+            self._run(lambda: sam_state.settle(self._predictor, self._state))
             for n, reverse in enumerate(plan.reverse_passes):
                 skip = plan.start if n > 0 else None  # reported by the first pass
                 yield from self._pass(plan, reverse, skip)

@@ -1,17 +1,21 @@
 """Operations on SAM 2's ``inference_state`` dict that the predictor does not offer: building
 it over a lazy ``FrameSource``, restricting it to some objects, dropping what tracking no
-longer needs, and measuring it. The dict's layout is SAM2VideoPredictor's (sam2 1.1.0)."""
+longer needs, settling it between operations, and measuring it. The dict's layout is
+SAM2VideoPredictor's (sam2 1.1.0)."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 from deployments.engine.frames import FrameSource
 
 State = dict[str, Any]
+# How SAM 2 tracked an object onto a frame (``frames_tracked_per_obj``); None: never.
+Tracked = Literal["forward", "backward"] | None
 # The per-object containers of the state, keyed by SAM 2's object index.
 _PER_OBJECT = (
     "point_inputs_per_obj",
@@ -96,6 +100,39 @@ def frame_output(state: State, obj_id: int, frame_index: int) -> dict | None:
             if out is not None:
                 return out
     return None
+
+
+def tracked(state: State, obj_id: int, frame_index: int) -> Tracked:
+    """Whether and which way a propagation reached the object on the frame. SAM 2 reads it
+    when a prompt lands there: an untracked frame is an initial conditioning frame (no
+    memory), a tracked one is corrected with the memories, in that direction."""
+    idx = state["obj_id_to_idx"].get(obj_id)
+    seen = None if idx is None else state["frames_tracked_per_obj"][idx].get(frame_index)
+    if seen is None:
+        return None
+    return "backward" if seen["reverse"] else "forward"
+
+
+def set_tracked(state: State, obj_idx: int, frame_index: int, how: Tracked) -> None:
+    """Make SAM 2 see the frame as ``tracked`` would report it."""
+    frames = state["frames_tracked_per_obj"][obj_idx]
+    if how is None:
+        frames.pop(frame_index, None)
+    else:
+        frames[frame_index] = {"reverse": how == "backward"}
+
+
+def settle(predictor: SAM2VideoPredictor, state: State) -> None:
+    """Bring the state to the form every prompt and propagation starts from: each prompt's
+    output consolidated into SAM 2's memory (what a propagation's preflight does) and no
+    non-conditioning output (what earlier propagations left; their masks are in the
+    MaskStore). What SAM 2 then holds follows from the prompts alone, so a replay of the
+    prompt log rebuilds it exactly."""
+    prompted = prompted_objects(state)
+    if prompted:
+        predictor.propagate_in_video_preflight(object_view(state, prompted))
+    for outputs in state["output_dict_per_obj"].values():
+        outputs["non_cond_frame_outputs"].clear()
 
 
 def memory_window(model: torch.nn.Module) -> int:

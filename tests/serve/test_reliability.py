@@ -366,6 +366,65 @@ def test_a_redis_restart_mid_propagation_keeps_its_frames_and_the_session(
     stack.client.delete(base)
 
 
+def session_not_on(stack, video: Path, replica: str) -> dict:
+    """A new session that another replica than ``replica`` owns (placement follows free slots:
+    a session or two more fills the one it favours)."""
+    extra = []
+    while (session := stack.upload(video).json())["replica"] == replica:
+        assert len(extra) < 2, "every new session went to the same replica"
+        extra.append(session)
+    for other in extra:
+        stack.client.delete(f"/api/v1/sessions/{other['session_id']}")
+    return session
+
+
+def test_a_session_rebuilt_after_its_owner_died_propagates_like_its_twin(stack, video):
+    live = stack.upload(video).json()
+    twin = session_not_on(stack, video, live["replica"])
+    bases = [f"/api/v1/sessions/{s['session_id']}" for s in (live, twin)]
+    refine = {"frame_index": 8, "obj_id": 1, "points": [[150, 110]], "labels": [0]}
+    for base in bases:
+        assert click(stack, base, 0).status_code == 200
+        propagated = stack.client.post(f"{base}/propagate", json={"direction": "forward"})
+        assert propagated.status_code == 200
+        assert stack.client.post(f"{base}/prompts", json=refine).status_code == 200
+    assert masks_by_frame(stack, bases[0]) == masks_by_frame(stack, bases[1])
+
+    kill_actor("SAM2Replica", twin["replica"])
+    again = {"direction": "forward", "start_frame_index": 8}
+    for base in bases:
+        response = stack.client.post(f"{base}/propagate", json=again)
+        assert response.status_code == 200, response.text
+    assert stack.client.get(bases[1]).json()["replica"] != twin["replica"]  # rebuilt
+    assert masks_by_frame(stack, bases[1]) == masks_by_frame(stack, bases[0])
+    for base in bases:
+        stack.client.delete(base)
+    wait_healthy(stack, 2)
+
+
+def test_a_replica_killed_mid_propagation_keeps_its_frames_and_a_new_one_completes(
+    stack, long_clip
+):
+    session, base = new_clicked_session(stack, long_clip)
+    with stack.client.stream("POST", f"{base}/propagate", json={}, headers=NDJSON) as stream:
+        lines = stream.iter_lines()
+        streamed = [json.loads(next(lines)) for _ in range(3)]
+        kill_actor("SAM2Replica", session["replica"])
+        ended = [json.loads(line)["type"] for line in lines]
+    assert ended[-1:] == ["error"]
+    kept = masks_by_frame(stack, base)  # read through the rebuilt session
+    assert all(kept[e["frame_index"]] == e["masks"] for e in streamed)
+
+    def propagated() -> bool:
+        response = stack.client.post(f"{base}/propagate", json={"direction": "forward"})
+        assert response.status_code in (200, 409), response.text  # 409: its lease not yet back
+        return response.status_code == 200 and response.json()["frames"] == LONG_CLIP_FRAMES
+
+    wait_for(propagated, "a new propagation to complete")
+    stack.client.delete(base)
+    wait_healthy(stack, 2)
+
+
 def test_downscaling_from_two_replicas_to_one_keeps_every_session(stack, video):
     for _ in range(40):  # the replicas' reports no longer count earlier tests' sessions
         if stack.client.get("/health").json()["active_sessions"] == 0:

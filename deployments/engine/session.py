@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,6 +49,7 @@ from deployments.protocol.errors import (
     InvalidPromptError,
     InvalidRequestError,
     NotFoundError,
+    SessionUnavailableError,
 )
 from deployments.protocol.types import (
     RLE,
@@ -110,6 +111,34 @@ class _Plan:
     total_frames: int
 
 
+class Propagation(Iterator[PropagationEvent]):
+    """A running propagation's events (see ``Session.propagate``). ``close`` may come from any
+    thread, also while another one waits in ``next``: it stops the propagation after the frame
+    in flight, which is stored, and returns once the session is free."""
+
+    def __init__(
+        self, events: Generator[PropagationEvent | None, None, None], cancel: threading.Event
+    ) -> None:
+        self._events = events
+        self._cancel = cancel
+        self._step = threading.Lock()  # the generator runs in one thread at a time
+
+    def __next__(self) -> PropagationEvent:
+        with self._step:
+            event = next(self._events)
+        assert event is not None  # only the start, which ``Session.propagate`` consumed
+        return event
+
+    def cancel(self) -> None:
+        """Stop after the frame in flight; the events end with a cancelled ``PropagationDone``."""
+        self._cancel.set()
+
+    def close(self) -> None:
+        self._cancel.set()
+        with self._step:
+            self._events.close()
+
+
 class Session:
     """One annotation session. Thread-safe; prompts are refused while it propagates."""
 
@@ -141,9 +170,14 @@ class Session:
         )
         self._window = sam_state.memory_window(predictor)
         self._meta: dict[int, _ObjectMeta] = {}
+        # Held by every edit from its checks to its log entry, by the start and end of a
+        # propagation, and by reads of objects, prompts and progress, so a read sees the
+        # session between two edits. A running propagation changes none of these: it writes
+        # SAM 2's outputs on the model thread and masks in the MaskStore.
         self._lock = threading.Lock()
         self._progress: PropagationProgress | None = None
-        self._cancel = threading.Event()
+        self._running: Propagation | None = None
+        self._closed = False
         # The prompt log's one writer: called under the session's lock right after each prompt,
         # clear, removal or reset is applied, with the entry applied and its sequence number;
         # if it raises, the request fails and the caller should drop this state.
@@ -153,20 +187,24 @@ class Session:
     # ---- info -------------------------------------------------------------------------------
 
     def info(self) -> SessionInfo:
-        progress = self._progress
+        counts = self.masks.masked_frames()
+        with self._lock:
+            objects = [self._object_info(obj_id, counts) for obj_id in self._meta]
+            progress = self._progress.model_copy() if self._progress else None
         return SessionInfo(
             session_id=self.id,
             status="propagating" if progress else "ready",
             model=self.model_name,
             created_at=self.created_at,
             video=self.video,
-            objects=self.objects(),
-            propagation=progress.model_copy() if progress else None,
+            objects=objects,
+            propagation=progress,
         )
 
     def objects(self) -> list[ObjectInfo]:
         counts = self.masks.masked_frames()
-        return [self._object_info(obj_id, counts) for obj_id in list(self._meta)]
+        with self._lock:
+            return [self._object_info(obj_id, counts) for obj_id in self._meta]
 
     def frame_jpeg(self, frame_index: int, quality: int = 90) -> bytes:
         """The frame (frame space) as JPEG, encoded now; FrameOutOfRangeError outside the
@@ -226,17 +264,17 @@ class Session:
     def clear_prompts(self, frame_index: int, obj_id: int | None = None) -> FrameMasks:
         """Remove the prompts of one object (or of all) on a frame; returns the frame's masks."""
         self._check_frame(frame_index)
-        if obj_id is not None:
-            self._check_object(obj_id)
         with self._idle():
+            if obj_id is not None:
+                self._check_object(obj_id)
             self._run(lambda: self._clear_prompts(frame_index, obj_id))
             self._log({"op": "clear", "frame_index": frame_index, "obj_id": obj_id})
         return FrameMasks(frame_index=frame_index, masks=self.masks.frame(frame_index))
 
     def remove_object(self, obj_id: int) -> None:
         """Forget an object: its prompts, SAM 2 state and masks."""
-        self._check_object(obj_id)
         with self._idle():
+            self._check_object(obj_id)
             if obj_id in self._state["obj_id_to_idx"]:
                 self._run(
                     lambda: self._predictor.remove_object(self._state, obj_id, need_output=False)
@@ -248,13 +286,15 @@ class Session:
     def update_object(
         self, obj_id: int, name: str | None = None, category: str | None = None
     ) -> ObjectInfo:
-        self._check_object(obj_id)
-        meta = self._meta[obj_id]
-        if name is not None:
-            meta.name = name
-        if category is not None:
-            meta.category = category
-        return self._object_info(obj_id, self.masks.masked_frames())
+        counts = self.masks.masked_frames()
+        with self._lock:
+            self._check_object(obj_id)
+            meta = self._meta[obj_id]
+            if name is not None:
+                meta.name = name
+            if category is not None:
+                meta.category = category
+            return self._object_info(obj_id, counts)
 
     def reset(self) -> SessionInfo:
         """Back to the uploaded video alone: no objects, prompts or masks."""
@@ -267,24 +307,34 @@ class Session:
 
     # ---- propagation ---------------------------------------------------------------------------
 
-    def propagate(self, request: PropagationRequest) -> Iterator[PropagationEvent]:
-        """Start a propagation; returns a generator of one ``FrameMasks`` per frame as soon as it
+    def propagate(self, request: PropagationRequest) -> Propagation:
+        """Start a propagation; returns its events: one ``FrameMasks`` per frame as soon as it
         is computed (and stored), then one ``PropagationDone``.
 
         Validation and the one-propagation-per-session check happen here, before the first
-        frame: InvalidRequestError, FrameOutOfRangeError, ConflictError. Close the generator
-        (or stop iterating and drop it) to stop after the frame being computed.
+        frame: InvalidRequestError, FrameOutOfRangeError, ConflictError. Close the events (or
+        stop iterating and drop them) to stop after the frame being computed.
         """
-        events = self._propagation(self._plan(request))
-        next(events)  # runs up to the first yield: claims the session or raises
-        return events
+        with self._lock:
+            self._check_open()
+            if self._running is not None:
+                raise ConflictError("a propagation is already running on this session")
+            plan = self._plan(request)
+            self._progress = PropagationProgress(
+                direction=plan.direction, done_frames=0, total_frames=plan.total_frames
+            )
+            cancel = threading.Event()
+            events = self._propagation(plan, self._progress, cancel)
+            next(events)  # started: its cleanup runs however it ends (closed, dropped)
+            self._running = running = Propagation(events, cancel)
+        return running
 
     def cancel_propagation(self) -> bool:
         """Ask a running propagation to stop after its current frame; False if none runs."""
         with self._lock:
-            if self._progress is None:
+            if self._running is None:
                 return False
-            self._cancel.set()
+            self._running.cancel()
             return True
 
     def restore(self, log: list[dict[str, Any]], names: dict[int, tuple[str | None, str | None]]):
@@ -302,11 +352,18 @@ class Session:
                     self._meta[obj_id] = _ObjectMeta(name, category)
 
     def close(self) -> None:
-        """Free the model state, frame readers and mask store (the directory stays)."""
-        self.cancel_propagation()
-        self._run(self._state.clear)
-        self.frames.close()
-        self.masks.close()
+        """Stop a running propagation and wait for it (its frame in flight is stored), then
+        free the model state, frame readers and mask store (the directory stays). Later calls
+        get SessionUnavailableError."""
+        with self._lock:
+            self._closed = True
+            running = self._running
+        if running is not None:
+            running.close()
+        with self._lock:  # after an edit in progress
+            self._run(self._state.clear)
+            self.frames.close()
+            self.masks.close()
 
     # ---- internals -----------------------------------------------------------------------------
 
@@ -328,11 +385,16 @@ class Session:
     def _idle(self) -> Iterator[None]:
         """Hold the session for an edit; refused while a propagation runs."""
         with self._lock:
-            if self._progress is not None:
+            self._check_open()
+            if self._running is not None:
                 raise ConflictError(
                     "a propagation is running on this session; cancel it or wait for it"
                 )
             yield
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionUnavailableError(f"session {self.id} was closed on this replica")
 
     def _check_frame(self, frame_index: int) -> None:
         if not 0 <= frame_index < self.video.num_frames:
@@ -542,34 +604,37 @@ class Session:
         both = forward + max(backward - 1, 0)  # the start frame is reported once
         return _Plan(obj_ids, start, limit, "both", (False, True), both)
 
-    def _propagation(self, plan: _Plan) -> Iterator[PropagationEvent | None]:
-        with self._lock:
-            if self._progress is not None:
-                raise ConflictError("a propagation is already running on this session")
-            self._progress = PropagationProgress(
-                direction=plan.direction, done_frames=0, total_frames=plan.total_frames
-            )
-            self._cancel.clear()
+    def _propagation(
+        self, plan: _Plan, progress: PropagationProgress, cancel: threading.Event
+    ) -> Generator[PropagationEvent | None, None, None]:
+        """The session is claimed (``propagate``); the first ``next`` arms the cleanup."""
         try:
-            yield None  # primed: the session is ours
+            yield None
             began = time.perf_counter()
             self._run(lambda: sam_state.settle(self._predictor, self._state))
             for n, reverse in enumerate(plan.reverse_passes):
                 skip = plan.start if n > 0 else None  # reported by the first pass
-                yield from self._pass(plan, reverse, skip)
-                if self._cancel.is_set():
+                yield from self._pass(plan, reverse, skip, progress, cancel)
+                if cancel.is_set():
                     break
             yield PropagationDone(
-                frames=self._progress.done_frames,
+                frames=progress.done_frames,
                 elapsed_s=round(time.perf_counter() - began, 4),
-                cancelled=self._cancel.is_set(),
+                cancelled=cancel.is_set(),
             )
         finally:
             with self._lock:
                 self._progress = None
-                self._cancel.clear()
+                self._running = None
 
-    def _pass(self, plan: _Plan, reverse: bool, skip: int | None) -> Iterator[FrameMasks]:
+    def _pass(
+        self,
+        plan: _Plan,
+        reverse: bool,
+        skip: int | None,
+        progress: PropagationProgress,
+        cancel: threading.Event,
+    ) -> Iterator[FrameMasks]:
         """One direction, pipelined by one frame: the model computes frame k+1 while frame k is
         encoded, stored and handed out. A frame in flight when the consumer leaves is still
         stored, so every computed mask lands in the MaskStore."""
@@ -584,10 +649,11 @@ class Session:
         pending: Future[_StepResult | None] | None = self._submit(step)
         try:
             while (result := pending.result()) is not None:
-                pending = None if self._cancel.is_set() else self._submit(step)
+                pending = None if cancel.is_set() else self._submit(step)
                 event = self._record(result)
                 if event.frame_index != skip:
-                    self._progress.done_frames += 1
+                    with self._lock:
+                        progress.done_frames += 1
                     yield event
                 if pending is None:
                     return

@@ -425,6 +425,18 @@ def test_a_replica_killed_mid_propagation_keeps_its_frames_and_a_new_one_complet
     wait_healthy(stack, 2)
 
 
+def test_deleting_a_session_mid_propagation_stops_it_and_removes_its_files(stack, long_clip):
+    session, base = new_clicked_session(stack, long_clip)
+    with stack.client.stream("POST", f"{base}/propagate", json={}, headers=NDJSON) as stream:
+        lines = stream.iter_lines()
+        assert json.loads(next(lines))["type"] == "frame"
+        assert stack.client.delete(base).status_code == 204
+        events = [json.loads(line)["type"] for line in lines]
+    assert "error" not in events and len(events) < LONG_CLIP_FRAMES
+    assert session["session_id"] not in session_dirs(stack)
+    assert stack.client.get(base).status_code == 404
+
+
 def test_downscaling_from_two_replicas_to_one_keeps_every_session(stack, video):
     for _ in range(40):  # the replicas' reports no longer count earlier tests' sessions
         if stack.client.get("/health").json()["active_sessions"] == 0:

@@ -312,8 +312,9 @@ class Session:
         is computed (and stored), then one ``PropagationDone``.
 
         Validation and the one-propagation-per-session check happen here, before the first
-        frame: InvalidRequestError, FrameOutOfRangeError, ConflictError. Close the events (or
-        stop iterating and drop them) to stop after the frame being computed.
+        frame: InvalidRequestError, FrameOutOfRangeError, ConflictError. Iterate the events to
+        their end or close them: the session holds them until then (so that closing the session
+        can stop them), and counts as propagating.
         """
         with self._lock:
             self._check_open()

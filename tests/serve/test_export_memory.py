@@ -1,11 +1,14 @@
 """Exports of a long session stay out of memory: for a 2,000-frame session the ingress's and the
 replica's peak RSS grow by less than 200 MB while every format is exported and downloaded.
 
-The masks are written into the session's MaskStore by the test (propagating 2,000 frames on
-this CPU would take many minutes); the export path is the real one."""
+The masks are written into the session's MaskStore by the test while no replica holds it
+(propagating 2,000 frames on this CPU would take many minutes); the export path, including the
+session's rebuild on the replacement replica, is the real one."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -65,6 +68,10 @@ def long_session(http_port, tmp_path_factory):
     created = stack.upload(video)
     assert created.status_code == 201, created.text
     sid = created.json()["session_id"]
+    # The owner holds its MaskStore's exclusive lock: kill it (its lock goes with it), write the
+    # masks, and let the first export rebuild the session on the replacement replica.
+    handle = serve.get_deployment_handle("SAM2Replica", "big")
+    os.kill(handle.status.remote().result()["pid"], signal.SIGKILL)
     store = MaskStore(storage / sid / "masks.sqlite")
     masks = np.zeros((2, 120, 160), bool)
     for frame in range(NUM_FRAMES):
@@ -73,6 +80,8 @@ def long_session(http_port, tmp_path_factory):
         masks[1, 10:40, 100:140] = True
         store.put(frame, encode_masks([1, 2], masks, [0.9, 0.8]))
     store.close()
+    while stack.client.get("/health").json()["capacity"] != 1:  # the replacement is up
+        time.sleep(0.5)
     return stack, f"/api/v1/sessions/{sid}"
 
 

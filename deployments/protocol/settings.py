@@ -125,7 +125,7 @@ class ServiceSettings(EngineSettings):
 
     @property
     def upload_dir(self) -> Path:
-        """Uploads wait here (on the shared storage) until a replica ingests them."""
+        """Uploads wait here (on the shared storage) until a replica moves them into a session."""
         return self.storage_root / ".uploads"
 
     @property

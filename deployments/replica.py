@@ -40,6 +40,7 @@ from deployments.protocol import (
     MaskPage,
     NotFoundError,
     ObjectInfo,
+    ObjectTimeline,
     Prompt,
     PromptResult,
     PropagationDone,
@@ -269,6 +270,18 @@ class SAM2Replica:
 
     async def overlay_jpeg(self, *, session_id: str, owner: str, frame_index: int) -> bytes:
         return await self._call(self._session(session_id, owner).overlay_jpeg, frame_index)
+
+    async def timeline(
+        self,
+        *,
+        session_id: str,
+        owner: str,
+        obj_id: int,
+        score_threshold: float,
+        iou_threshold: float,
+    ) -> ObjectTimeline:
+        session = self._session(session_id, owner)
+        return await self._call(session.timeline, obj_id, score_threshold, iou_threshold)
 
     async def review(
         self, *, session_id: str, owner: str, score_threshold: float, iou_threshold: float

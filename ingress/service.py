@@ -29,6 +29,7 @@ from deployments.protocol import (
     MaskPage,
     NotFoundError,
     ObjectInfo,
+    ObjectTimeline,
     Prompt,
     PromptResult,
     PropagationEvent,
@@ -289,6 +290,18 @@ class SessionService:
     async def overlay_jpeg(self, session_id: str, frame_index: int) -> bytes:
         record = await self.record(session_id)
         return await self.call(record, "overlay_jpeg", frame_index=frame_index)
+
+    async def timeline(
+        self, session_id: str, obj_id: int, score_threshold: float, iou_threshold: float
+    ) -> ObjectTimeline:
+        record = await self.record(session_id)
+        return await self.call(
+            record,
+            "timeline",
+            obj_id=obj_id,
+            score_threshold=score_threshold,
+            iou_threshold=iou_threshold,
+        )
 
     async def review(
         self, session_id: str, score_threshold: float, iou_threshold: float

@@ -108,8 +108,13 @@ def _frames_with_masks(source: ExportSource, obj_id: int | None) -> Iterator[tup
 
 def _coco(source: ExportSource, target: Path, obj_id: int | None) -> None:
     """COCO JSON: an image per frame, an annotation per non-empty mask, categories from the
-    objects' categories (``object`` when unset). Written piece by piece."""
+    objects' categories (``object`` when unset). Written piece by piece.
+
+    Beyond COCO, each annotation says whether the object was prompted on that frame
+    (``keyframe``: the frames an annotator placed, which a training set or a reviewer may treat
+    apart), and where the mask came from (``source``, ``propagation_id``) when recorded."""
     names = sorted({o.category or "object" for o in source.objects})
+    keyframes = {o.obj_id: frozenset(o.prompt_frames) for o in source.objects}
     category_of = {o.obj_id: names.index(o.category or "object") + 1 for o in source.objects}
     video = source.video
     with target.open("w") as out:
@@ -140,6 +145,9 @@ def _coco(source: ExportSource, target: Path, obj_id: int | None) -> None:
                     "bbox": list(mask.bbox),
                     "iscrowd": 0,
                     "score": mask.score,
+                    "keyframe": frame.frame_index in keyframes.get(mask.obj_id, ()),
+                    "source": mask.source,
+                    "propagation_id": mask.propagation_id,
                 }
                 out.write(("," if count > 1 else "") + json.dumps(annotation))
         categories = [{"id": i + 1, "name": name} for i, name in enumerate(names)]
@@ -208,13 +216,16 @@ def _rate(fps: float):
     return Fraction(fps).limit_denominator(1001)
 
 
-def review(masks: MaskStore, score_threshold: float, iou_threshold: float) -> list[ReviewItem]:
+def review(
+    masks: MaskStore, score_threshold: float, iou_threshold: float, obj_id: int | None = None
+) -> list[ReviewItem]:
     """Frames worth a look, worst first: an object's score below ``score_threshold``, an object
     lost (empty) right after being present, or its mask's IoU with the previous frame's below
-    ``iou_threshold``. Reads the masks once, in frame order."""
+    ``iou_threshold``. Reads the masks (of every object, or of ``obj_id``) once, in frame
+    order."""
     items: list[ReviewItem] = []
     previous: dict[int, tuple[int, FrameMask]] = {}
-    for frame in masks.frames():
+    for frame in masks.frames(obj_id=obj_id):
         for mask in frame.masks:
             before = previous.get(mask.obj_id)
             adjacent = before is not None and before[0] == frame.frame_index - 1

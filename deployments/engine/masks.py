@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from deployments.protocol.types import RLE, FrameMask, FrameMasks, MaskPage
+from deployments.protocol.types import RLE, FrameMask, FrameMasks, MaskPage, MaskSource
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS masks (
@@ -32,15 +32,37 @@ CREATE TABLE IF NOT EXISTS masks (
     x INTEGER NOT NULL, y INTEGER NOT NULL, w INTEGER NOT NULL, h INTEGER NOT NULL,
     area INTEGER NOT NULL,
     score REAL NOT NULL,
+    source TEXT,
+    propagation INTEGER,
     PRIMARY KEY (frame, obj)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS masks_by_obj ON masks (obj, frame);
 """
-_COLUMNS = "frame, obj, height, width, counts, x, y, w, h, area, score"
+# Columns added after the first release: a session directory written by an older replica gets
+# them (NULL: not recorded) when it is reopened.
+_ADDED_COLUMNS = {"source": "TEXT", "propagation": "INTEGER"}
+_COLUMNS = "frame, obj, height, width, counts, x, y, w, h, area, score, source, propagation"
+_PLACEHOLDERS = ",".join("?" * len(_COLUMNS.split(",")))
+# Runs of consecutive frames with a non-empty mask of one object (gaps and islands: within a
+# run, frame minus its rank is constant).
+_RANGES = """
+SELECT MIN(frame), MAX(frame) FROM (
+    SELECT frame, frame - ROW_NUMBER() OVER (ORDER BY frame) AS run
+    FROM masks WHERE obj = ? AND area > 0
+) GROUP BY run ORDER BY 1
+"""
 
 
-def encode_masks(obj_ids: list[int], masks: np.ndarray, scores: list[float]) -> list[FrameMask]:
-    """``masks``: bool array [N, H, W], one per object id -> FrameMasks with RLE, bbox, area."""
+def encode_masks(
+    obj_ids: list[int],
+    masks: np.ndarray,
+    scores: list[float],
+    sources: list[MaskSource] | None = None,
+    propagation_id: int | None = None,
+) -> list[FrameMask]:
+    """``masks``: bool array [N, H, W], one per object id -> FrameMasks with RLE, bbox, area,
+    and where each came from (``sources``, one per object; ``propagation_id`` for those that
+    a propagation computed)."""
     if not obj_ids:
         return []
     rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
@@ -53,8 +75,12 @@ def encode_masks(obj_ids: list[int], masks: np.ndarray, scores: list[float]) -> 
             bbox=tuple(round(v) for v in box),
             area=int(area),
             score=float(score),
+            source=source,
+            propagation_id=propagation_id if source == "propagation" else None,
         )
-        for obj_id, rle, area, box, score in zip(obj_ids, rles, areas, boxes, scores, strict=True)
+        for obj_id, rle, area, box, score, source in zip(
+            obj_ids, rles, areas, boxes, scores, sources or [None] * len(obj_ids), strict=True
+        )
     ]
 
 
@@ -75,17 +101,15 @@ class MaskStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._add_missing_columns()
 
     def put(self, frame_index: int, masks: Iterable[FrameMask]) -> None:
         """Store (replace) these objects' masks on ``frame_index`` in one transaction."""
-        rows = [
-            (frame_index, m.obj_id, *m.rle.size, m.rle.counts, *m.bbox, m.area, m.score)
-            for m in masks
-        ]
+        rows = [_mask_to_row(frame_index, m) for m in masks]
         with self._lock, self._db:
             self._db.execute("BEGIN")
             self._db.executemany(
-                f"INSERT OR REPLACE INTO masks ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows
+                f"INSERT OR REPLACE INTO masks ({_COLUMNS}) VALUES ({_PLACEHOLDERS})", rows
             )
 
     def frame(self, frame_index: int) -> list[FrameMask]:
@@ -135,9 +159,28 @@ class MaskStore:
             ).fetchall()
         return dict(rows)
 
+    def ranges(self, obj_id: int) -> list[tuple[int, int]]:
+        """[first, last] of each run of consecutive frames where the object has a non-empty
+        mask, in order: a timeline of an hour-long video in one indexed query."""
+        with self._lock:
+            return [(first, last) for first, last in self._db.execute(_RANGES, (obj_id,))]
+
+    def last_propagation_id(self) -> int:
+        """The highest propagation id stored (0: none), so a session reopened on another
+        replica numbers its next propagation after the ones whose masks it keeps."""
+        with self._lock:
+            (last,) = self._db.execute("SELECT MAX(propagation) FROM masks").fetchone()
+        return last or 0
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def _add_missing_columns(self) -> None:
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(masks)")}
+        for name, kind in _ADDED_COLUMNS.items():
+            if name not in present:
+                self._db.execute(f"ALTER TABLE masks ADD COLUMN {name} {kind}")
 
     def _select(self, low: int, high: int, obj_id: int | None, frames: int) -> list[tuple]:
         """Rows of up to ``frames`` whole frames from [low, high]."""
@@ -163,12 +206,34 @@ def _where(obj_id: int | None, frame_index: int | None) -> tuple[str, tuple[int,
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
 
 
+def _mask_to_row(frame_index: int, m: FrameMask) -> tuple:
+    height, width = m.rle.size
+    x, y, w, h = m.bbox
+    return (
+        frame_index,
+        m.obj_id,
+        height,
+        width,
+        m.rle.counts,
+        x,
+        y,
+        w,
+        h,
+        m.area,
+        m.score,
+        m.source,
+        m.propagation_id,
+    )
+
+
 def _row_to_mask(row: tuple) -> FrameMask:
-    _, obj, height, width, counts, x, y, w, h, area, score = row
+    _, obj, height, width, counts, x, y, w, h, area, score, source, propagation = row
     return FrameMask(
         obj_id=obj,
         rle=RLE(size=(height, width), counts=counts),
         bbox=(x, y, w, h),
         area=area,
         score=score,
+        source=source,
+        propagation_id=propagation,
     )

@@ -54,7 +54,9 @@ from deployments.protocol.errors import (
 from deployments.protocol.types import (
     RLE,
     FrameMasks,
+    MaskSource,
     ObjectInfo,
+    ObjectTimeline,
     Prompt,
     PromptResult,
     PropagationDone,
@@ -62,6 +64,7 @@ from deployments.protocol.types import (
     PropagationProgress,
     PropagationRequest,
     SessionInfo,
+    TimelineMark,
     VideoInfo,
 )
 
@@ -109,6 +112,9 @@ class _Plan:
     direction: Literal["forward", "backward", "both"]
     reverse_passes: tuple[bool, ...]
     total_frames: int
+    propagation_id: int
+    # Per object, its prompted frames: there the propagation hands back the prompt's mask.
+    prompt_frames: dict[int, frozenset[int]]
 
 
 class Propagation(Iterator[PropagationEvent]):
@@ -165,6 +171,7 @@ class Session:
         self._executor = executor
         self.frames = frames
         self.masks = MaskStore(directory / "masks.sqlite")
+        self._propagations = self.masks.last_propagation_id()
         self._state = sam_state.new_state(
             self.frames, video.height, video.width, predictor.device, offload_state_to_cpu
         )
@@ -230,6 +237,23 @@ class Session:
     def review(self, score_threshold: float, iou_threshold: float) -> list[ReviewItem]:
         return review_masks(self.masks, score_threshold, iou_threshold)
 
+    def timeline(self, obj_id: int, score_threshold: float, iou_threshold: float) -> ObjectTimeline:
+        """One object's runs of masked frames, prompted frames and review marks: a timeline of
+        an hour-long video without sending its masks. NotFoundError for an unknown object."""
+        with self._lock:
+            self._check_object(obj_id)
+            prompt_frames = sam_state.prompt_frames(self._state, obj_id)
+        items = review_masks(self.masks, score_threshold, iou_threshold, obj_id)
+        return ObjectTimeline(
+            obj_id=obj_id,
+            ranges=self.masks.ranges(obj_id),
+            prompt_frames=prompt_frames,
+            review=[
+                TimelineMark(frame_index=i.frame_index, reason=i.reason, value=i.value)
+                for i in items
+            ],
+        )
+
     def state_nbytes(self) -> int:
         """Bytes of SAM 2 state tensors plus decoded frames this session holds."""
         return self._run(lambda: sam_state.nbytes(self._state))
@@ -252,7 +276,9 @@ class Session:
                 lambda: self._apply_live(prompt, obj_id, points, box, mask)
             )
             self._meta.setdefault(obj_id, _ObjectMeta())
-            self.masks.put(prompt.frame_index, encode_masks([obj_id], mask_out[None], [score]))
+            self.masks.put(
+                prompt.frame_index, encode_masks([obj_id], mask_out[None], [score], ["prompt"])
+            )
             applied = prompt.model_copy(update={"obj_id": obj_id}).model_dump(mode="json")
             self._log({"op": "prompt", "prompt": applied, **context.entry()})
         return PromptResult(
@@ -321,6 +347,7 @@ class Session:
             if self._running is not None:
                 raise ConflictError("a propagation is already running on this session")
             plan = self._plan(request)
+            self._propagations = plan.propagation_id
             self._progress = PropagationProgress(
                 direction=plan.direction, done_frames=0, total_frames=plan.total_frames
             )
@@ -598,12 +625,22 @@ class Session:
         # backward from frame 0 walks nothing.
         forward = min(limit, self.video.num_frames - 1 - start) + 1
         backward = min(limit, start) + 1 if start > 0 else 0
-        if request.direction == "forward":
-            return _Plan(obj_ids, start, limit, "forward", (False,), forward)
-        if request.direction == "backward":
-            return _Plan(obj_ids, start, limit, "backward", (True,), backward)
-        both = forward + max(backward - 1, 0)  # the start frame is reported once
-        return _Plan(obj_ids, start, limit, "both", (False, True), both)
+        passes, total = {
+            "forward": ((False,), forward),
+            "backward": ((True,), backward),
+            "both": ((False, True), forward + max(backward - 1, 0)),  # the start frame once
+        }[request.direction]
+        prompt_frames = {o: frozenset(sam_state.prompt_frames(self._state, o)) for o in obj_ids}
+        return _Plan(
+            obj_ids,
+            start,
+            limit,
+            request.direction,
+            passes,
+            total,
+            self._propagations + 1,
+            prompt_frames,
+        )
 
     def _propagation(
         self, plan: _Plan, progress: PropagationProgress, cancel: threading.Event
@@ -651,7 +688,7 @@ class Session:
         try:
             while (result := pending.result()) is not None:
                 pending = None if cancel.is_set() else self._submit(step)
-                event = self._record(result)
+                event = self._record(result, plan)
                 if event.frame_index != skip:
                     with self._lock:
                         progress.done_frames += 1
@@ -663,7 +700,7 @@ class Session:
             if pending is not None:
                 with contextlib.suppress(Exception):
                     if (result := pending.result()) is not None:
-                        self._record(result)
+                        self._record(result, plan)
             self._run(steps.close)
 
     def _step_fn(self, steps: Iterator, start: int, sign: int) -> Callable[[], _StepResult | None]:
@@ -688,9 +725,13 @@ class Session:
 
         return step
 
-    def _record(self, result: _StepResult) -> FrameMasks:
+    def _record(self, result: _StepResult, plan: _Plan) -> FrameMasks:
+        """Store a propagated frame's masks, marked with where each came from."""
         frame, obj_ids, masks, scores = result
-        self.masks.put(frame, encode_masks(obj_ids, masks, scores))
+        sources: list[MaskSource] = [
+            "prompt" if frame in plan.prompt_frames[o] else "propagation" for o in obj_ids
+        ]
+        self.masks.put(frame, encode_masks(obj_ids, masks, scores, sources, plan.propagation_id))
         return FrameMasks(frame_index=frame, masks=self.masks.frame(frame))
 
 

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 ObjectId = Annotated[int, Field(ge=1, le=255, description="1..255: fits a DAVIS palette PNG.")]
 Point = tuple[float, float]
+# Where a stored mask came from: a prompt on its frame, or a propagation through it.
+MaskSource = Literal["prompt", "propagation"]
 
 # Session ids: new ones are 128 random bits, URL-safe (22 characters).
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
@@ -40,6 +42,14 @@ class FrameMask(BaseModel):
     bbox: tuple[int, int, int, int] = Field(description="[x, y, w, h] in frame space")
     area: int
     score: float = Field(description="Presence probability: sigmoid of SAM 2's object score.")
+    source: MaskSource | None = Field(
+        None,
+        description="`prompt`: the object was prompted on this frame; `propagation`: tracked "
+        "there. Null for masks stored before the service recorded it.",
+    )
+    propagation_id: int | None = Field(
+        None, description="The session's propagation (1, 2, ...) that computed it; prompts: null."
+    )
 
 
 class Prompt(BaseModel):
@@ -198,9 +208,32 @@ EXPORTS: dict[str, tuple[str, str]] = {  # format -> (media type, file suffix)
 }
 
 
+ReviewReason = Literal["low_score", "area_jump", "lost"]
+
+
 @dataclass(frozen=True)
 class ReviewItem:
     frame_index: int
     obj_id: int
-    reason: Literal["low_score", "area_jump", "lost"]
+    reason: ReviewReason
     value: float
+
+
+class TimelineMark(BaseModel):
+    """A frame of one object worth a look (a review item of that object)."""
+
+    frame_index: int
+    reason: ReviewReason
+    value: float
+
+
+class ObjectTimeline(BaseModel):
+    """What a timeline of one object needs, without its masks: where it has masks, where it was
+    prompted, and where it needs a look."""
+
+    obj_id: int
+    ranges: list[tuple[int, int]] = Field(
+        description="Runs of consecutive frames with a non-empty mask, [first, last] inclusive."
+    )
+    prompt_frames: list[int]
+    review: list[TimelineMark] = Field(description="The object's review items, worst first.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from ingress.routers.deps import Service
+from ingress.routers.deps import Service, Thresholds
 from ingress.schemas import (
     ERROR_RESPONSES,
     MASKS_PAGE_DEFAULT,
@@ -44,14 +44,7 @@ async def get_masks(
 
 
 @router.get("/review", response_model=ReviewResponse, responses=ERROR_RESPONSES)
-async def review(
-    session_id: SessionId,
-    service: Service,
-    score_threshold: float = Query(0.5, ge=0, le=1, description="Scores below it are flagged."),
-    iou_threshold: float = Query(
-        0.5, ge=0, le=1, description="IoU with the previous frame below it is an area jump."
-    ),
-) -> ReviewResponse:
+async def review(session_id: SessionId, service: Service, thresholds: Thresholds) -> ReviewResponse:
     """Frames that need a correction, worst first: low score, object lost, abrupt change."""
-    items = await service.review(session_id, score_threshold, iou_threshold)
+    items = await service.review(session_id, thresholds.score, thresholds.iou)
     return ReviewResponse(frames=[ReviewFrame(**vars(item)) for item in items])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Response
 
-from deployments.protocol import ObjectInfo, Prompt, PromptResult
-from ingress.routers.deps import Service
+from deployments.protocol import ObjectInfo, ObjectTimeline, Prompt, PromptResult
+from ingress.routers.deps import Service, Thresholds
 from ingress.schemas import (
     ERROR_RESPONSES,
     FrameMasksResponse,
@@ -38,6 +38,15 @@ async def update_object(
     session_id: SessionId, obj_id: int, patch: ObjectPatch, service: Service
 ) -> ObjectInfo:
     return await service.update_object(session_id, obj_id, patch.name, patch.category)
+
+
+@router.get("/objects/{obj_id}/timeline", response_model=ObjectTimeline, responses=ERROR_RESPONSES)
+async def object_timeline(
+    session_id: SessionId, obj_id: int, service: Service, thresholds: Thresholds
+) -> ObjectTimeline:
+    """Where the object has masks (runs of frames), where it was prompted, and its review
+    marks: a timeline of an hour-long video in one small answer, without its masks."""
+    return await service.timeline(session_id, obj_id, thresholds.score, thresholds.iou)
 
 
 @router.delete("/objects/{obj_id}", status_code=204, responses=ERROR_RESPONSES)

@@ -16,6 +16,7 @@ CONTRACT_ROUTES = {
     ("get", "/api/v1/sessions/{session_id}/objects"),
     ("patch", "/api/v1/sessions/{session_id}/objects/{obj_id}"),
     ("delete", "/api/v1/sessions/{session_id}/objects/{obj_id}"),
+    ("get", "/api/v1/sessions/{session_id}/objects/{obj_id}/timeline"),
     ("delete", "/api/v1/sessions/{session_id}/frames/{frame_index}/prompts"),
     ("post", "/api/v1/sessions/{session_id}/propagate"),
     ("post", "/api/v1/sessions/{session_id}/propagate/cancel"),

@@ -61,6 +61,16 @@ def test_coco_segmentations_decode_to_the_stored_masks(tracked, tmp_path):
     assert len(coco["annotations"]) == non_empty
 
 
+def test_coco_marks_the_prompted_keyframes(tracked, tmp_path):
+    tracked.export("coco", tmp_path / "coco.json")
+    annotations = json.loads((tmp_path / "coco.json").read_text())["annotations"]
+    keyframes = {(a["image_id"] - 1, a["obj_id"]) for a in annotations if a["keyframe"]}
+    assert keyframes <= {(0, 1), (0, 2)} and keyframes  # both were prompted on frame 0 only
+    for annotation in annotations:
+        expected = ("prompt", None) if annotation["keyframe"] else ("propagation", 1)
+        assert (annotation["source"], annotation["propagation_id"]) == expected
+
+
 def test_png_zip_has_a_binary_png_per_frame_and_object(tracked, tmp_path):
     tracked.export("png_zip", tmp_path / "masks.zip")
     masks = stored(tracked)

@@ -89,3 +89,49 @@ def test_a_page_ends_where_the_next_starts(store):
     assert [f.frame_index for f in first.frames] == [4, 6] and first.next_start == 8
     second = store.page(first.next_start, 9, None, limit=2)
     assert [f.frame_index for f in second.frames] == [8] and second.next_start is None
+
+
+def test_where_each_mask_came_from_is_stored(store):
+    masks = np.stack([square(0, 0, 3), square(5, 5, 3)])
+    store.put(2, encode_masks([1, 2], masks, [0.9, 0.8], ["prompt", "propagation"], 3))
+    prompted, tracked = store.frame(2)
+    assert (prompted.source, prompted.propagation_id) == ("prompt", None)
+    assert (tracked.source, tracked.propagation_id) == ("propagation", 3)
+    assert store.last_propagation_id() == 3
+
+
+def test_runs_of_masked_frames_per_object(store):
+    for frame in (*range(0, 5), *range(9, 12), 20):
+        store.put(frame, encode_masks([1], square(0, 0, 2)[None], [1.0]))
+    store.put(3, encode_masks([1], np.zeros((1, 20, 30), bool), [0.1]))  # lost: a gap
+    store.put(30, encode_masks([2], square(0, 0, 2)[None], [1.0]))
+    assert store.ranges(1) == [(0, 2), (4, 4), (9, 11), (20, 20)]
+    assert store.ranges(2) == [(30, 30)] and store.ranges(3) == []
+
+
+def test_a_store_written_before_mask_sources_is_reopened_with_them(tmp_path):
+    """A session directory from an older replica: its masks read back, sources unrecorded."""
+    import sqlite3
+
+    path = tmp_path / "masks.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE masks (frame INTEGER NOT NULL, obj INTEGER NOT NULL, "
+            "height INTEGER NOT NULL, width INTEGER NOT NULL, counts TEXT NOT NULL, "
+            "x INTEGER NOT NULL, y INTEGER NOT NULL, w INTEGER NOT NULL, h INTEGER NOT NULL, "
+            "area INTEGER NOT NULL, score REAL NOT NULL, PRIMARY KEY (frame, obj)) WITHOUT ROWID"
+        )
+        old = encode_masks([1], square(0, 0, 2)[None], [0.5])[0]
+        db.execute(
+            "INSERT INTO masks VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (0, 1, *old.rle.size, old.rle.counts, *old.bbox, old.area, old.score),
+        )
+    store = MaskStore(path)
+    try:
+        (mask,) = store.frame(0)
+        assert (mask.area, mask.source, mask.propagation_id) == (4, None, None)
+        assert store.last_propagation_id() == 0
+        store.put(1, encode_masks([1], square(0, 0, 2)[None], [0.5], ["propagation"], 1))
+        assert store.frame(1)[0].propagation_id == 1
+    finally:
+        store.close()

@@ -173,3 +173,36 @@ def test_progress_is_reported_while_propagating(session):
     )
     events.close()
     assert session.info().propagation is None
+
+
+def test_masks_say_whether_a_prompt_or_which_propagation_made_them(session):
+    click(session, 0)
+    assert [(m.source, m.propagation_id) for m in session.masks.frame(0)] == [("prompt", None)]
+    run(session, direction="forward", max_frames=3)
+    click(session, 2)
+    run(session, direction="forward", start_frame_index=2, max_frames=5)
+    sources = {
+        f.frame_index: (f.masks[0].source, f.masks[0].propagation_id)
+        for f in session.masks.frames()
+    }
+    assert sources[0] == sources[2] == ("prompt", None)  # prompted frames keep their prompt
+    assert sources[1] == ("propagation", 1)  # the second one started at frame 2
+    assert {sources[f] for f in range(3, 8)} == {("propagation", 2)}
+
+
+def test_an_objects_timeline_without_its_masks(session):
+    click(session, 4, obj_id=1)
+    click(session, 10, obj_id=2)
+    run(session, direction="forward", obj_ids=[1], max_frames=6)
+    timeline = session.timeline(1, score_threshold=1.0, iou_threshold=0.0)
+    masked = [f.frame_index for f in session.masks.frames(obj_id=1) if f.masks[0].area > 0]
+    assert [f for first, last in timeline.ranges for f in range(first, last + 1)] == masked
+    assert timeline.prompt_frames == [4]
+    everyone = session.review(score_threshold=1.0, iou_threshold=0.0)
+    assert [(m.frame_index, m.reason, m.value) for m in timeline.review] == [
+        (i.frame_index, i.reason, i.value) for i in everyone if i.obj_id == 1
+    ]
+    other = session.timeline(2, 0.5, 0.5)
+    assert other.prompt_frames == [10] and other.ranges in ([(10, 10)], [])
+    with pytest.raises(NotFoundError):
+        session.timeline(9, 0.5, 0.5)

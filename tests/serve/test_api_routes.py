@@ -190,6 +190,27 @@ def test_frames_overlay_and_review(stack, tracked):
     }
 
 
+def test_object_timeline_and_mask_sources(stack, tracked):
+    timeline = stack.client.get(f"{tracked}/objects/1/timeline", params={"score_threshold": 1})
+    assert timeline.status_code == 200
+    body = timeline.json()
+    masks = stack.client.get(f"{tracked}/masks", params={"obj_id": 1}).json()["frames"]
+    masked = [f["frame_index"] for f in masks if f["masks"][0]["area"] > 0]
+    assert [f for first, last in body["ranges"] for f in range(first, last + 1)] == masked
+    assert body["obj_id"] == 1 and body["prompt_frames"] == [0]
+    review = stack.client.get(f"{tracked}/review", params={"score_threshold": 1}).json()
+    assert body["review"] == [
+        {k: item[k] for k in ("frame_index", "reason", "value")}
+        for item in review["frames"]
+        if item["obj_id"] == 1
+    ]
+    sources = {
+        (f["frame_index"], m["source"], m["propagation_id"]) for f in masks for m in f["masks"]
+    }
+    assert sources == {(0, "prompt", None)} | {(i, "propagation", 1) for i in range(1, NUM_FRAMES)}
+    assert stack.client.get(f"{tracked}/objects/9/timeline").status_code == 404
+
+
 @pytest.mark.parametrize("tool", ["curl", "wget"])
 def test_track_as_existing_clients_call_it(stack, video, tmp_path, tool):
     x, y = circle_at(3, NUM_FRAMES, (160, 120))

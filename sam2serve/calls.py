@@ -1,0 +1,452 @@
+"""What the sync and async clients share: how each route's request is built, how its answer is
+parsed, how an error answer becomes an exception, and when a 503 is retried. No I/O happens
+here, so the two clients differ only in how they send and wait."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import IO, Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from sam2serve.errors import APIError, ServiceUnavailableError, error_for
+from sam2serve.models import (
+    RLE,
+    Direction,
+    ExportFormat,
+    FrameMasks,
+    Health,
+    ImageSegmentation,
+    MaskPage,
+    ModelList,
+    ObjectInfo,
+    PromptResult,
+    PropagationSummary,
+    ReviewFrame,
+    Session,
+    Timeline,
+)
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+API = "/api/v1"
+DEFAULT_URL = "http://127.0.0.1:8000"
+NDJSON = "application/x-ndjson"
+# Called with (bytes or frames done, total or None) as work advances.
+Progress = Callable[[int, int | None], None]
+
+
+def default_url() -> str:
+    return os.environ.get("SAM2SERVE_URL", DEFAULT_URL)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long to keep retrying a 503 (no free slot, a session being rebuilt).
+
+    The server says when to come back in ``Retry-After``; the client waits that long (at most
+    ``max_delay_s``, ``default_delay_s`` without the header), up to ``max_attempts`` requests
+    in all and ``max_wait_s`` of waiting in all, then raises the last 503's error."""
+
+    max_attempts: int = 6
+    max_wait_s: float = 120.0
+    default_delay_s: float = 2.0
+    max_delay_s: float = 30.0
+
+    def delay_s(
+        self, attempt: int, waited_s: float, error: ServiceUnavailableError
+    ) -> float | None:
+        """Seconds to wait before request ``attempt + 1``; None: give up and raise."""
+        if attempt >= self.max_attempts:
+            return None
+        delay = error.retry_after_s if error.retry_after_s is not None else self.default_delay_s
+        delay = min(max(delay, 0.0), self.max_delay_s)
+        return delay if waited_s + delay <= self.max_wait_s else None
+
+
+NO_RETRY = RetryPolicy(max_attempts=1)
+# Told about each retry before its wait: the 503's error and the seconds about to be waited.
+OnRetry = Callable[[ServiceUnavailableError, float], None]
+
+
+class Retries:
+    """The retry decisions of one call: after each error answer, how long to wait before the
+    next attempt, or the error raised when it is not a 503 or the policy gives up."""
+
+    def __init__(self, policy: RetryPolicy, on_retry: OnRetry | None) -> None:
+        self.policy = policy
+        self.on_retry = on_retry
+        self.attempt = 1
+        self.waited_s = 0.0
+
+    def delay_after(self, error: APIError) -> float:
+        """Seconds to wait before trying again; raises ``error`` when not to."""
+        if not isinstance(error, ServiceUnavailableError):
+            raise error
+        delay = self.policy.delay_s(self.attempt, self.waited_s, error)
+        if delay is None:
+            raise error
+        if self.on_retry is not None:
+            self.on_retry(error, delay)
+        self.attempt += 1
+        self.waited_s += delay
+        return delay
+
+
+@dataclass
+class Call(Generic[T]):
+    """One route's request and how to read its answer."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    params: dict[str, Any] | None = None
+    json: Any = None
+    files: dict[str, Any] | None = None
+    data: dict[str, str] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    long: bool = False  # runs as long as the server's budget allows: no read timeout
+    retry: bool = True
+    answers: frozenset[int] = frozenset()  # error statuses whose body is the answer itself
+
+    def is_answer(self, response: httpx.Response) -> bool:
+        return response.is_success or response.status_code in self.answers
+
+    def request(
+        self, http: httpx.Client | httpx.AsyncClient, timeout: httpx.Timeout
+    ) -> httpx.Request:
+        """A fresh request (a retried upload is read again from the start of its file)."""
+        return http.build_request(
+            self.method,
+            self.path,
+            params=_without_none(self.params),
+            json=self.json,
+            files=self.files,
+            data=self.data,
+            headers=self.headers,
+            timeout=httpx.Timeout(timeout.connect, read=None) if self.long else timeout,
+        )
+
+
+def _without_none(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return None if params is None else {k: v for k, v in params.items() if v is not None}
+
+
+# ---- answers --------------------------------------------------------------------------------
+
+
+def as_model(model: type[M]) -> Callable[[httpx.Response], M]:
+    return lambda response: model.model_validate_json(response.content)
+
+
+def field_of(name: str, adapter: TypeAdapter[T]) -> Callable[[httpx.Response], T]:
+    """One field of a JSON body, e.g. the list inside ``{"objects": [...]}``."""
+    return lambda response: adapter.validate_python(response.json()[name])
+
+
+def no_content(_: httpx.Response) -> None:
+    return None
+
+
+def content(response: httpx.Response) -> bytes:
+    return response.content
+
+
+def retry_after_s(response: httpx.Response) -> float | None:
+    """``Retry-After`` as seconds: a number, or an HTTP date from now."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+    except (TypeError, ValueError):
+        return None
+
+
+def error_of(response: httpx.Response) -> APIError:
+    """The exception for an error answer whose body has been read.
+
+    A body that is not the contract's error (a proxy's HTML page) keeps its first 200
+    characters as the message."""
+    try:
+        body = response.json()["error"]
+        code, message = str(body["code"]), str(body["message"])
+        details = body.get("details") or {}
+    except (ValueError, KeyError, TypeError):
+        code, message, details = "http_error", response.text[:200] or response.reason_phrase, {}
+    return error_for(response.status_code, code, message, details, retry_after_s(response))
+
+
+def event_of(line: str | bytes) -> FrameMasks | PropagationSummary:
+    """One NDJSON line or WebSocket message: a frame, or the summary that ends the stream.
+
+    An ``error`` event (the stream's last) is raised as its exception."""
+    event = json.loads(line)
+    kind = event.get("type")
+    if kind == "frame":
+        return FrameMasks.model_validate(event)
+    if kind == "done":
+        return PropagationSummary.model_validate(event)
+    if kind == "error":
+        error = event.get("error") or {}
+        raise error_for(
+            None,
+            str(error.get("code", "internal_error")),
+            str(error.get("message", "propagation failed")),
+            error.get("details") or {},
+        )
+    raise APIError(f"unknown propagation event {kind!r}", code="unknown_event")
+
+
+# ---- requests -------------------------------------------------------------------------------
+
+
+def session_path(session_id: str) -> str:
+    return f"{API}/sessions/{quote(session_id, safe='')}"
+
+
+def video_options(
+    start_time: float | str | None,
+    end_time: float | str | None,
+    max_side: int | None,
+    frame_stride: int | None,
+    model: str | None,
+) -> dict[str, Any]:
+    options = {
+        "start_time": start_time,
+        "end_time": end_time,
+        "max_side": max_side,
+        "frame_stride": frame_stride,
+        "model": model,
+    }
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def upload_session(upload: IO[bytes], filename: str, options: dict[str, Any]) -> Call[Session]:
+    return Call(
+        "POST",
+        f"{API}/sessions",
+        as_model(Session),
+        files={"file": (filename, upload, "application/octet-stream")},
+        data={k: str(v) for k, v in options.items()},
+        long=True,  # the server indexes the video before answering
+    )
+
+
+def server_video_session(video_path: str, options: dict[str, Any]) -> Call[Session]:
+    body = {"video_path": video_path, **options}
+    return Call("POST", f"{API}/sessions", as_model(Session), json=body, long=True)
+
+
+def list_sessions() -> Call[list[Session]]:
+    return Call("GET", f"{API}/sessions", field_of("sessions", TypeAdapter(list[Session])))
+
+
+def get_session(session_id: str) -> Call[Session]:
+    return Call("GET", session_path(session_id), as_model(Session))
+
+
+def delete_session(session_id: str) -> Call[None]:
+    return Call("DELETE", session_path(session_id), no_content)
+
+
+def reset_session(session_id: str) -> Call[Session]:
+    return Call("POST", f"{session_path(session_id)}/reset", as_model(Session))
+
+
+def frame_jpeg(session_id: str, frame_index: int, overlay: bool) -> Call[bytes]:
+    suffix = "/overlay" if overlay else ""
+    return Call("GET", f"{session_path(session_id)}/frames/{frame_index}{suffix}", content)
+
+
+def prompt_body(
+    frame_index: int,
+    obj_id: int | None = None,
+    points: Sequence[tuple[float, float]] | None = None,
+    labels: Sequence[int] | None = None,
+    box: tuple[float, float, float, float] | None = None,
+    mask: RLE | None = None,
+    normalized: bool = False,
+    clear_old_points: bool = False,
+) -> dict[str, Any]:
+    """A prompt as the API takes it; what is None is left out (the server's defaults)."""
+    body = {
+        "frame_index": frame_index,
+        "obj_id": obj_id,
+        "points": [list(point) for point in points] if points is not None else None,
+        "labels": list(labels) if labels is not None else None,
+        "box": list(box) if box is not None else None,
+        "mask": mask.model_dump() if mask is not None else None,
+        "normalized": normalized or None,
+        "clear_old_points": clear_old_points or None,
+    }
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def add_prompt(session_id: str, prompt: dict[str, Any]) -> Call[PromptResult]:
+    return Call("POST", f"{session_path(session_id)}/prompts", as_model(PromptResult), json=prompt)
+
+
+def list_objects(session_id: str) -> Call[list[ObjectInfo]]:
+    parse = field_of("objects", TypeAdapter(list[ObjectInfo]))
+    return Call("GET", f"{session_path(session_id)}/objects", parse)
+
+
+def update_object(
+    session_id: str, obj_id: int, name: str | None, category: str | None
+) -> Call[ObjectInfo]:
+    body = {k: v for k, v in {"name": name, "category": category}.items() if v is not None}
+    path = f"{session_path(session_id)}/objects/{obj_id}"
+    return Call("PATCH", path, as_model(ObjectInfo), json=body)
+
+
+def delete_object(session_id: str, obj_id: int) -> Call[None]:
+    return Call("DELETE", f"{session_path(session_id)}/objects/{obj_id}", no_content)
+
+
+def object_timeline(
+    session_id: str, obj_id: int, score_threshold: float | None, iou_threshold: float | None
+) -> Call[Timeline]:
+    params = {"score_threshold": score_threshold, "iou_threshold": iou_threshold}
+    path = f"{session_path(session_id)}/objects/{obj_id}/timeline"
+    return Call("GET", path, as_model(Timeline), params=params)
+
+
+def clear_prompts(session_id: str, frame_index: int, obj_id: int | None) -> Call[FrameMasks]:
+    path = f"{session_path(session_id)}/frames/{frame_index}/prompts"
+    return Call("DELETE", path, as_model(FrameMasks), params={"obj_id": obj_id})
+
+
+def propagation_request(
+    direction: Direction,
+    start_frame_index: int | None,
+    max_frames: int | None,
+    obj_ids: list[int] | None,
+) -> dict[str, Any]:
+    request = {
+        "direction": direction,
+        "start_frame_index": start_frame_index,
+        "max_frames": max_frames,
+        "obj_ids": obj_ids,
+    }
+    return {k: v for k, v in request.items() if v is not None}
+
+
+def propagate(session_id: str, request: dict[str, Any], stream: bool) -> Call[PropagationSummary]:
+    """JSON mode (the summary when done) or, with ``stream``, NDJSON (read line by line)."""
+    accept = NDJSON if stream else "application/json"
+    return Call(
+        "POST",
+        f"{session_path(session_id)}/propagate",
+        as_model(PropagationSummary),
+        json=request,
+        headers={"accept": accept},
+        long=True,
+    )
+
+
+def cancel_propagation(session_id: str) -> Call[bool]:
+    parse = field_of("cancelled", TypeAdapter(bool))
+    return Call("POST", f"{session_path(session_id)}/propagate/cancel", parse)
+
+
+def masks_page(
+    session_id: str,
+    start: int | None,
+    end: int | None,
+    obj_id: int | None,
+    limit: int | None,
+) -> Call[MaskPage]:
+    params = {"start": start, "end": end, "obj_id": obj_id, "limit": limit}
+    return Call("GET", f"{session_path(session_id)}/masks", as_model(MaskPage), params=params)
+
+
+def review(
+    session_id: str, score_threshold: float, iou_threshold: float
+) -> Call[list[ReviewFrame]]:
+    params = {"score_threshold": score_threshold, "iou_threshold": iou_threshold}
+    parse = field_of("frames", TypeAdapter(list[ReviewFrame]))
+    return Call("GET", f"{session_path(session_id)}/review", parse, params=params)
+
+
+def export(session_id: str, format: ExportFormat, obj_id: int | None) -> Call[None]:
+    params = {"format": format, "obj_id": obj_id}
+    path = f"{session_path(session_id)}/export"
+    return Call("GET", path, no_content, params=params, long=True)
+
+
+def track(
+    upload: IO[bytes], filename: str, frame_idx: int, points: list[str], labels: str | None
+) -> Call[None]:
+    params = {"frame_idx": frame_idx, "points": points, "labels": labels}
+    files = {"video": (filename, upload, "application/octet-stream")}
+    return Call("POST", "/track", no_content, params=params, files=files, long=True)
+
+
+def track_query(
+    points: Sequence[tuple[float, float]], labels: Sequence[int] | None
+) -> tuple[list[str], str | None]:
+    """``/track``'s query values: each point as ``x,y``, the labels as ``1,0,...``."""
+    xy = [f"{x:g},{y:g}" for x, y in points]
+    return xy, ",".join(str(label) for label in labels) if labels is not None else None
+
+
+def image_bytes(image: bytes | str | Path) -> tuple[bytes, str]:
+    """An image's bytes and a file name for the form (images are small: read whole)."""
+    if isinstance(image, bytes):
+        return image, "image"
+    path = Path(image)
+    return path.read_bytes(), path.name
+
+
+def segment_image(image: bytes, filename: str, prompt: dict[str, Any]) -> Call[ImageSegmentation]:
+    """``prompt`` as ``prompt_body`` makes it; the image route takes no frame or object."""
+    body = {k: v for k, v in prompt.items() if k not in ("frame_index", "obj_id")}
+    return Call(
+        "POST",
+        f"{API}/image/segment",
+        as_model(ImageSegmentation),
+        files={"file": (filename, image, "application/octet-stream")},
+        data={"prompts": json.dumps(body)},
+    )
+
+
+def health() -> Call[Health]:
+    """A 503 here is a report (no replica ready yet), not an error, and is not retried."""
+    return Call("GET", "/health", health_of, retry=False, answers=frozenset({503}))
+
+
+def health_of(response: httpx.Response) -> Health:
+    """The health report; a 503 that is not one (a proxy's page) is raised as its error."""
+    try:
+        return Health.model_validate_json(response.content)
+    except ValidationError:
+        if response.is_success:
+            raise
+        raise error_of(response) from None
+
+
+def models() -> Call[ModelList]:
+    return Call("GET", f"{API}/models", as_model(ModelList))
+
+
+def websocket_url(base_url: httpx.URL, session_id: str) -> str:
+    scheme = "wss" if base_url.scheme == "https" else "ws"
+    base = str(base_url.copy_with(scheme=scheme)).rstrip("/")
+    return f"{base}{session_path(session_id)}/propagate/ws"
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}

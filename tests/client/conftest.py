@@ -1,0 +1,71 @@
+"""One real stack for the client's tests (package scope: a Ray cluster and a deploy cost tens of
+seconds): a local Ray cluster, Serve with the sam2-serve app (one CPU replica, random weights at
+a small image size), a real redis-server, API keys and a VIDEO_ROOT. Two session slots, so a
+test can fill them and see real 503s; ``Retry-After`` is 1 s so retries wait little."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import ray
+from ray import serve
+
+from sam2serve import Client, RetryPolicy
+from tests.serve.conftest import deploy, stack_settings
+from tests.servers import RedisServer, free_port
+from tests.videos import write_video
+
+API_KEY = "client-key-0123456789"
+NUM_FRAMES = 12
+SIZE = (160, 120)
+
+
+@dataclass(frozen=True)
+class Service:
+    url: str
+    api_key: str
+    video_root: Path
+
+
+@pytest.fixture(scope="package")
+def service(tmp_path_factory) -> Iterator[Service]:
+    redis = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    video_root = tmp_path_factory.mktemp("video_root")
+    write_video(video_root / "clip.mp4", num_frames=NUM_FRAMES, size=SIZE)
+    port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    settings = stack_settings(
+        tmp_path_factory.mktemp("sessions"),
+        redis_url=redis.url,
+        video_root=str(video_root),
+        api_keys=[API_KEY],
+        min_replicas=1,
+        max_replicas=1,
+        max_sessions=2,
+        retry_after_s=1,
+    )
+    stack = deploy(port, "client", settings)
+    try:
+        yield Service(str(stack.client.base_url).rstrip("/"), API_KEY, video_root)
+    finally:
+        stack.client.close()
+        serve.shutdown()
+        ray.shutdown()
+        redis.stop()
+
+
+@pytest.fixture(scope="package")
+def video(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("videos") / "clip.mp4", NUM_FRAMES, SIZE)
+
+
+@pytest.fixture
+def client(service) -> Iterator[Client]:
+    """A client that retries 503s for up to a minute, at the server's 1 s Retry-After."""
+    retry = RetryPolicy(max_attempts=60, max_wait_s=60)
+    with Client(service.url, api_key=service.api_key, retry=retry) as client:
+        yield client

@@ -1,7 +1,7 @@
 """Exports of a session's masks, written to a file frame by frame (never built whole in memory):
 COCO JSON with RLE segmentations, a ZIP of binary PNGs per frame and object, a DAVIS-style ZIP of
 palette PNGs whose pixel values are object ids, and an H.264 MP4 of the frames with the masks
-drawn (PyAV: OpenCV here cannot encode H.264). Also the overlay drawing and the review list."""
+drawn (PyAV: OpenCV here cannot encode H.264). Also the overlay drawing."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import av
 import cv2
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 from deployments.engine.frames import FrameSource
 from deployments.engine.masks import MaskStore, decode_mask
@@ -24,7 +23,6 @@ from deployments.protocol.types import (
     ExportFormat,
     FrameMask,
     ObjectInfo,
-    ReviewItem,
     VideoInfo,
 )
 
@@ -214,48 +212,3 @@ def _rate(fps: float):
     from fractions import Fraction
 
     return Fraction(fps).limit_denominator(1001)
-
-
-def review(
-    masks: MaskStore, score_threshold: float, iou_threshold: float, obj_id: int | None = None
-) -> list[ReviewItem]:
-    """Frames worth a look, worst first: an object's score below ``score_threshold``, an object
-    lost (empty) right after being present, or its mask's IoU with the previous frame's below
-    ``iou_threshold``. Reads the masks (of every object, or of ``obj_id``) once, in frame
-    order."""
-    items: list[ReviewItem] = []
-    previous: dict[int, tuple[int, FrameMask]] = {}
-    for frame in masks.frames(obj_id=obj_id):
-        for mask in frame.masks:
-            before = previous.get(mask.obj_id)
-            adjacent = before is not None and before[0] == frame.frame_index - 1
-            items.extend(
-                _findings(
-                    frame.frame_index,
-                    mask,
-                    before[1] if adjacent else None,
-                    score_threshold,
-                    iou_threshold,
-                )
-            )
-            previous[mask.obj_id] = (frame.frame_index, mask)
-    return sorted(items, key=lambda item: (item.value, item.frame_index, item.obj_id))
-
-
-def _findings(
-    frame_index: int, mask: FrameMask, before: FrameMask | None, min_score: float, min_iou: float
-) -> list[ReviewItem]:
-    if before is not None and before.area > 0 and mask.area == 0:
-        return [ReviewItem(frame_index, mask.obj_id, "lost", 0.0)]
-    found = []
-    if mask.area > 0 and mask.score < min_score:
-        found.append(ReviewItem(frame_index, mask.obj_id, "low_score", round(mask.score, 4)))
-    if before is not None and before.area > 0 and mask.area > 0:
-        iou = float(mask_utils.iou([_coco_rle(mask)], [_coco_rle(before)], [0])[0][0])
-        if iou < min_iou:
-            found.append(ReviewItem(frame_index, mask.obj_id, "area_jump", round(iou, 4)))
-    return found
-
-
-def _coco_rle(mask: FrameMask) -> dict:
-    return {"size": list(mask.rle.size), "counts": mask.rle.counts.encode("ascii")}

@@ -1,5 +1,9 @@
 """``MaskStore``: every computed mask as COCO RLE per (frame, object), on the session's disk.
 
+Each row also keeps its mask's IoU with the object's mask on the frame before (``iou_prev``,
+kept current as either side is written or deleted), so the review list and the object
+timelines are one SQL query over an hour of masks, not a decode of every RLE.
+
 It lives outside SAM 2's state, so SAM 2 can drop old frame outputs (bounded memory) while
 every mask stays readable by frame range and object. A later result for the same (frame,
 object) replaces the earlier one. SQLite (stdlib) gives atomic upserts and range reads in one
@@ -20,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from deployments.protocol.types import RLE, FrameMask, FrameMasks, MaskPage, MaskSource
+from deployments.protocol.types import RLE, FrameMask, FrameMasks, MaskPage, MaskSource, ReviewItem
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS masks (
@@ -34,15 +38,35 @@ CREATE TABLE IF NOT EXISTS masks (
     score REAL NOT NULL,
     source TEXT,
     propagation INTEGER,
+    iou_prev REAL,
     PRIMARY KEY (frame, obj)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS masks_by_obj ON masks (obj, frame);
 """
+# A stored mask as its IoU needs it: RLE and area.
+_Stored = tuple[RLE, int]
 # Columns added after the first release: a session directory written by an older replica gets
 # them (NULL: not recorded) when it is reopened.
-_ADDED_COLUMNS = {"source": "TEXT", "propagation": "INTEGER"}
+_ADDED_COLUMNS = {"source": "TEXT", "propagation": "INTEGER", "iou_prev": "REAL"}
 _COLUMNS = "frame, obj, height, width, counts, x, y, w, h, area, score, source, propagation"
 _PLACEHOLDERS = ",".join("?" * len(_COLUMNS.split(",")))
+_SET_IOU_PREV = "UPDATE masks SET iou_prev = ? WHERE frame = ? AND obj = ?"
+# Review candidates of every object (or one): its frames with the previous frame's area where
+# that frame is the one right before. Lost: empty after present; low score: present with a low
+# score; area jump: present on both with a low IoU. Thresholds and object filter are bound.
+_REVIEW = """
+WITH rows AS (
+    SELECT frame, obj, area, score, iou_prev,
+           CASE WHEN LAG(frame) OVER w = frame - 1 THEN LAG(area) OVER w END AS prev_area
+    FROM masks {where}
+    WINDOW w AS (PARTITION BY obj ORDER BY frame)
+)
+SELECT frame, obj, 'lost', 0.0 FROM rows WHERE area = 0 AND prev_area > 0
+UNION ALL
+SELECT frame, obj, 'low_score', score FROM rows WHERE area > 0 AND score < :score
+UNION ALL
+SELECT frame, obj, 'area_jump', iou_prev FROM rows WHERE iou_prev < :iou
+"""
 # Runs of consecutive frames with a non-empty mask of one object (gaps and islands: within a
 # run, frame minus its rank is constant).
 _RANGES = """
@@ -86,8 +110,7 @@ def encode_masks(
 
 def decode_mask(rle: RLE) -> np.ndarray:
     """An RLE as a bool [H, W] array."""
-    data = {"size": list(rle.size), "counts": rle.counts.encode("ascii")}
-    return mask_utils.decode(data).astype(bool)
+    return mask_utils.decode(_coco(rle)).astype(bool)
 
 
 class MaskStore:
@@ -105,12 +128,20 @@ class MaskStore:
 
     def put(self, frame_index: int, masks: Iterable[FrameMask]) -> None:
         """Store (replace) these objects' masks on ``frame_index`` in one transaction."""
-        rows = [_mask_to_row(frame_index, m) for m in masks]
         with self._lock, self._db:
             self._db.execute("BEGIN")
-            self._db.executemany(
-                f"INSERT OR REPLACE INTO masks ({_COLUMNS}) VALUES ({_PLACEHOLDERS})", rows
-            )
+            for mask in masks:
+                this = (mask.rle, mask.area)
+                before = self._stored(frame_index - 1, mask.obj_id)
+                self._db.execute(
+                    f"INSERT OR REPLACE INTO masks ({_COLUMNS}, iou_prev) "
+                    f"VALUES ({_PLACEHOLDERS}, ?)",
+                    (*_mask_to_row(frame_index, mask), _iou(this, before)),
+                )
+                after = self._stored(frame_index + 1, mask.obj_id)
+                if after is not None:
+                    update = (_iou(after, this), frame_index + 1, mask.obj_id)
+                    self._db.execute(_SET_IOU_PREV, update)
 
     def frame(self, frame_index: int) -> list[FrameMask]:
         """Every object's mask on one frame, by object id."""
@@ -148,8 +179,27 @@ class MaskStore:
     def delete(self, obj_id: int | None = None, frame_index: int | None = None) -> None:
         """Delete an object's masks, a frame's, one (frame, object)'s, or everything."""
         where, args = _where(obj_id, frame_index)
-        with self._lock:
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
             self._db.execute(f"DELETE FROM masks {where}", args)
+            if frame_index is not None:  # the next frame has no mask before it now
+                after, after_args = _where(obj_id, frame_index + 1)
+                self._db.execute(f"UPDATE masks SET iou_prev = NULL {after}", after_args)
+
+    def review(
+        self, score_threshold: float, iou_threshold: float, obj_id: int | None = None
+    ) -> list[ReviewItem]:
+        """Frames worth a look, worst first: an object's score below ``score_threshold``, an
+        object lost (empty) right after being present, or its mask's IoU with the previous
+        frame's below ``iou_threshold``. Of every object, or of ``obj_id``."""
+        query = _REVIEW.format(where="" if obj_id is None else "WHERE obj = :obj")
+        params = {"score": score_threshold, "iou": iou_threshold, "obj": obj_id}
+        with self._lock:
+            rows = self._db.execute(query, params).fetchall()
+        items = [
+            ReviewItem(frame, obj, reason, round(value, 4)) for frame, obj, reason, value in rows
+        ]
+        return sorted(items, key=lambda item: (item.value, item.frame_index, item.obj_id))
 
     def masked_frames(self) -> dict[int, int]:
         """Per object, the number of frames on which it has a non-empty mask."""
@@ -176,11 +226,35 @@ class MaskStore:
         with self._lock:
             self._db.close()
 
+    def _stored(self, frame_index: int, obj_id: int) -> _Stored | None:
+        row = self._db.execute(
+            "SELECT height, width, counts, area FROM masks WHERE frame = ? AND obj = ?",
+            (frame_index, obj_id),
+        ).fetchone()
+        return None if row is None else (RLE(size=row[:2], counts=row[2]), row[3])
+
     def _add_missing_columns(self) -> None:
         present = {row[1] for row in self._db.execute("PRAGMA table_info(masks)")}
         for name, kind in _ADDED_COLUMNS.items():
             if name not in present:
                 self._db.execute(f"ALTER TABLE masks ADD COLUMN {name} {kind}")
+        if "iou_prev" not in present:
+            self._fill_iou_prev()
+
+    def _fill_iou_prev(self) -> None:
+        """Compute every row's IoU with the frame before (a store from an older replica)."""
+        rows = self._db.execute(
+            "SELECT frame, obj, height, width, counts, area FROM masks ORDER BY obj, frame"
+        ).fetchall()
+        updates, last = [], None
+        for frame, obj, height, width, counts, area in rows:
+            this = (RLE(size=(height, width), counts=counts), area)
+            adjacent = last is not None and last[:2] == (frame - 1, obj)
+            updates.append((_iou(this, last[2] if adjacent else None), frame, obj))
+            last = (frame, obj, this)
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(_SET_IOU_PREV, updates)
 
     def _select(self, low: int, high: int, obj_id: int | None, frames: int) -> list[tuple]:
         """Rows of up to ``frames`` whole frames from [low, high]."""
@@ -204,6 +278,19 @@ def _where(obj_id: int | None, frame_index: int | None) -> tuple[str, tuple[int,
         clauses.append("frame = ?")
         args.append(frame_index)
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
+
+
+def _iou(a: _Stored | None, b: _Stored | None) -> float | None:
+    """IoU of two masks of one object; None unless both exist and are non-empty."""
+    if a is None or b is None or a[1] == 0 or b[1] == 0:
+        return None
+    if a[0].counts == b[0].counts:
+        return 1.0
+    return float(mask_utils.iou([_coco(a[0])], [_coco(b[0])], [0])[0][0])
+
+
+def _coco(rle: RLE) -> dict:
+    return {"size": list(rle.size), "counts": rle.counts.encode("ascii")}
 
 
 def _mask_to_row(frame_index: int, m: FrameMask) -> tuple:

@@ -35,12 +35,10 @@ from deployments.engine.executor import ModelExecutor
 from deployments.engine.exports import (
     ExportFormat,
     ExportSource,
-    ReviewItem,
     render_overlay,
     write_export,
     write_track_zip,
 )
-from deployments.engine.exports import review as review_masks
 from deployments.engine.frames import FrameSource
 from deployments.engine.masks import MaskStore, decode_mask, encode_masks
 from deployments.protocol.errors import (
@@ -63,6 +61,7 @@ from deployments.protocol.types import (
     PropagationEvent,
     PropagationProgress,
     PropagationRequest,
+    ReviewItem,
     SessionInfo,
     TimelineMark,
     VideoInfo,
@@ -235,7 +234,7 @@ class Session:
         return _jpeg(rgb, quality)
 
     def review(self, score_threshold: float, iou_threshold: float) -> list[ReviewItem]:
-        return review_masks(self.masks, score_threshold, iou_threshold)
+        return self.masks.review(score_threshold, iou_threshold)
 
     def timeline(self, obj_id: int, score_threshold: float, iou_threshold: float) -> ObjectTimeline:
         """One object's runs of masked frames, prompted frames and review marks: a timeline of
@@ -243,7 +242,7 @@ class Session:
         with self._lock:
             self._check_object(obj_id)
             prompt_frames = sam_state.prompt_frames(self._state, obj_id)
-        items = review_masks(self.masks, score_threshold, iou_threshold, obj_id)
+        items = self.masks.review(score_threshold, iou_threshold, obj_id)
         return ObjectTimeline(
             obj_id=obj_id,
             ranges=self.masks.ranges(obj_id),

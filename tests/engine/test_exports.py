@@ -14,7 +14,6 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from deployments.engine.exports import review
 from deployments.engine.masks import MaskStore, decode_mask, encode_masks
 from deployments.protocol import CapacityError, Prompt, PropagationRequest
 
@@ -134,7 +133,7 @@ def test_review_finds_low_scores_lost_objects_and_jumps_worst_first(tmp_path):
     store.put(1, encode_masks([1], square, [0.3]))
     store.put(2, encode_masks([1], moved, [0.9]))
     store.put(3, encode_masks([1], np.zeros((1, 20, 20), bool), [0.01]))
-    items = review(store, score_threshold=0.5, iou_threshold=0.5)
+    items = store.review(score_threshold=0.5, iou_threshold=0.5)
     # IoU 0 (moved away) and lost tie at 0.0: earlier frame first; then the low score
     assert [(i.frame_index, i.reason) for i in items] == [
         (2, "area_jump"),

@@ -1,9 +1,13 @@
-"""MaskStore: replace semantics, range and object reads, paging over long videos."""
+"""MaskStore: replace semantics, range and object reads, paging over long videos, the review
+list kept current whatever order masks are written and deleted in."""
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
+from pycocotools import mask as mask_utils
 
 from deployments.engine.masks import MaskStore, decode_mask, encode_masks
 
@@ -126,12 +130,57 @@ def test_a_store_written_before_mask_sources_is_reopened_with_them(tmp_path):
             "INSERT INTO masks VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (0, 1, *old.rle.size, old.rle.counts, *old.bbox, old.area, old.score),
         )
+        moved = encode_masks([1], square(1, 1, 2)[None], [0.5])[0]
+        db.execute(
+            "INSERT INTO masks VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (1, 1, *moved.rle.size, moved.rle.counts, *moved.bbox, moved.area, moved.score),
+        )
     store = MaskStore(path)
     try:
-        (mask,) = store.frame(0)
+        assert [(i.frame_index, i.reason) for i in store.review(0.0, 0.5)] == [(1, "area_jump")]
+        (mask, _) = [m for f in store.frames() for m in f.masks]
         assert (mask.area, mask.source, mask.propagation_id) == (4, None, None)
         assert store.last_propagation_id() == 0
-        store.put(1, encode_masks([1], square(0, 0, 2)[None], [0.5], ["propagation"], 1))
-        assert store.frame(1)[0].propagation_id == 1
+        store.put(2, encode_masks([1], square(0, 0, 2)[None], [0.5], ["propagation"], 1))
+        assert store.frame(2)[0].propagation_id == 1
     finally:
         store.close()
+
+
+def reference_review(store, min_score, min_iou) -> list[tuple]:
+    """The review list computed from scratch by decoding every stored mask in frame order."""
+    items, previous = [], {}
+    for frame in store.frames():
+        for m in frame.masks:
+            before = previous.get(m.obj_id)
+            before = before[1] if before and before[0] == frame.frame_index - 1 else None
+            previous[m.obj_id] = (frame.frame_index, m)
+            if before is not None and before.area > 0 and m.area == 0:
+                items.append((frame.frame_index, m.obj_id, "lost", 0.0))
+                continue
+            if m.area > 0 and m.score < min_score:
+                items.append((frame.frame_index, m.obj_id, "low_score", round(m.score, 4)))
+            if before is not None and before.area > 0 and m.area > 0:
+                rles = [dict(x.rle.model_dump(), counts=x.rle.counts.encode()) for x in (m, before)]
+                iou = float(mask_utils.iou(rles[:1], rles[1:], [0])[0][0])
+                if iou < min_iou:
+                    items.append((frame.frame_index, m.obj_id, "area_jump", round(iou, 4)))
+    return sorted(items, key=lambda i: (i[3], i[0], i[1]))
+
+
+def test_review_stays_current_whatever_order_masks_are_written_and_deleted(store):
+    """Backward propagations write frame k before k - 1, refinements rewrite one frame, clears
+    delete one: the stored IoU with the previous frame follows every one of them."""
+    rng = random.Random(7)
+    for _ in range(300):
+        frame, obj = rng.randrange(30), rng.randrange(1, 4)
+        if rng.random() < 0.15:
+            store.delete(obj_id=obj if rng.random() < 0.5 else None, frame_index=frame)
+            continue
+        side = rng.choice([0, 3, 4, 6])
+        mask = square(rng.randrange(3), rng.randrange(3), side)[None]
+        store.put(frame, encode_masks([obj], mask, [rng.random()]))
+    found = [(i.frame_index, i.obj_id, i.reason, i.value) for i in store.review(0.5, 0.7)]
+    assert found == reference_review(store, 0.5, 0.7) and found
+    only = [(i.frame_index, i.obj_id, i.reason, i.value) for i in store.review(0.5, 0.7, 2)]
+    assert only == [item for item in found if item[1] == 2]

@@ -12,7 +12,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.protocol import ServiceSettings
-from ingress import errors
+from ingress import errors, web
 from ingress.routers import (
     exports,
     images,
@@ -50,6 +50,7 @@ def create_app(session_service: SessionService | None = None) -> FastAPI:
     for resource in (sessions, prompts, propagation, masks, exports, images, track, service):
         app.include_router(resource.router)
     errors.install(app)
+    web.install(app)
     app.state.service = session_service
     return app
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from deployments.engine.executor import ModelExecutor
+from deployments.engine.features import EncoderBatcher
 from deployments.engine.frames import FrameSource
 from deployments.engine.models import load_predictor, resolve_device
 from deployments.engine.precision import resolve_compute_dtype
@@ -65,6 +66,8 @@ class SessionEngine:
         # Built on the model thread itself: built on one thread and run on another, torch's
         # OpenMP workers sleep between operations (measured 10-50% slower on CPU).
         self.predictor = predictor or self.executor.run("engine", lambda: load_predictor(settings))
+        if settings.max_encoder_batch > 1:
+            self.executor.batcher = EncoderBatcher(self.predictor, settings.max_encoder_batch)
         self._sessions: dict[str, Session] = {}
         self._creating: set[str] = set()
         self._lock = threading.Lock()
@@ -158,7 +161,7 @@ class SessionEngine:
             frames = FrameSource(reader, reader, self.predictor.image_size)
             session = self._new_session(session_id, directory, info, frames)
             try:
-                return session.add_prompt(prompt)
+                return session.add_prompt(prompt, last=True)
             finally:
                 session.close()
         finally:
@@ -258,6 +261,7 @@ class SessionEngine:
                 frames,
                 max_objects=self.settings.max_objects,
                 offload_state_to_cpu=self.settings.offload_state_to_cpu,
+                feature_cache_bytes=self.settings.feature_cache_mb * 2**20,
             )
         except BaseException:
             frames.close()

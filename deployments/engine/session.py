@@ -39,6 +39,7 @@ from deployments.engine.exports import (
     write_export,
     write_track_zip,
 )
+from deployments.engine.features import FeatureCache, FrameToEncode, UpcomingFrame
 from deployments.engine.frames import FrameSource
 from deployments.engine.masks import MaskStore, decode_mask, encode_masks
 from deployments.protocol.errors import (
@@ -159,6 +160,7 @@ class Session:
         *,
         max_objects: int,
         offload_state_to_cpu: bool,
+        feature_cache_bytes: int,
     ) -> None:
         self.id = session_id
         self.directory = directory
@@ -171,8 +173,15 @@ class Session:
         self.frames = frames
         self.masks = MaskStore(directory / "masks.sqlite")
         self._propagations = self.masks.last_propagation_id()
+        # Image features of the frames computed last, on the model's device (see features).
+        self.feature_cache = FeatureCache(feature_cache_bytes)
         self._state = sam_state.new_state(
-            self.frames, video.height, video.width, predictor.device, offload_state_to_cpu
+            self.frames,
+            video.height,
+            video.width,
+            predictor.device,
+            offload_state_to_cpu,
+            self.feature_cache,
         )
         self._window = sam_state.memory_window(predictor)
         self._meta: dict[int, _ObjectMeta] = {}
@@ -259,8 +268,10 @@ class Session:
 
     # ---- objects and prompts -------------------------------------------------------------------
 
-    def add_prompt(self, prompt: Prompt) -> PromptResult:
-        """Apply a prompt; returns the masks of every object on that frame.
+    def add_prompt(self, prompt: Prompt, *, last: bool = False) -> PromptResult:
+        """Apply a prompt; returns the masks of every object on that frame. Unless it is the
+        session's ``last`` (a one-shot image), its memory is encoded behind it, ahead of the
+        next edit.
 
         Raises FrameOutOfRangeError, InvalidPromptError (outside the frame, too many
         objects), ConflictError while a propagation runs.
@@ -274,6 +285,12 @@ class Session:
             mask_out, score, context = self._run(
                 lambda: self._apply_live(prompt, obj_id, points, box, mask)
             )
+            if not last:
+                # Consolidating this prompt is the next edit's first step (settle); do its model
+                # work now, on the otherwise idle model thread. Should it fail, settle does it.
+                self._submit(
+                    lambda: sam_state.encode_pending_memories(self._predictor, self._state)
+                )
             self._meta.setdefault(obj_id, _ObjectMeta())
             self.masks.put(
                 prompt.frame_index, encode_masks([obj_id], mask_out[None], [score], ["prompt"])
@@ -389,6 +406,7 @@ class Session:
             running.close()
         with self._lock:  # after an edit in progress
             self._run(self._state.clear)
+            self._run(self.feature_cache.clear)
             self.frames.close()
             self.masks.close()
 
@@ -405,8 +423,8 @@ class Session:
         self._seq += 1
         self.journal({**entry, "seq": self._seq})
 
-    def _submit(self, fn: Callable[[], T]) -> Future[T]:
-        return self._executor.submit(self.id, fn)
+    def _submit(self, fn: Callable[[], T], upcoming: UpcomingFrame | None = None) -> Future[T]:
+        return self._executor.submit(self.id, fn, upcoming)
 
     @contextlib.contextmanager
     def _idle(self) -> Iterator[None]:
@@ -682,11 +700,11 @@ class Session:
             max_frame_num_to_track=plan.max_frames,
             reverse=reverse,
         )
-        step = self._step_fn(steps, plan.start, -1 if reverse else 1)
-        pending: Future[_StepResult | None] | None = self._submit(step)
+        step, upcoming = self._step_fn(steps, view, plan, reverse)
+        pending: Future[_StepResult | None] | None = self._submit(step, upcoming)
         try:
             while (result := pending.result()) is not None:
-                pending = None if cancel.is_set() else self._submit(step)
+                pending = None if cancel.is_set() else self._submit(step, upcoming)
                 event = self._record(result, plan)
                 if event.frame_index != skip:
                     with self._lock:
@@ -702,18 +720,32 @@ class Session:
                         self._record(result, plan)
             self._run(steps.close)
 
-    def _step_fn(self, steps: Iterator, start: int, sign: int) -> Callable[[], _StepResult | None]:
-        """One frame of SAM 2's propagation plus trimming its state (executor thread)."""
+    def _step_fn(
+        self, steps: Iterator, view: sam_state.State, plan: _Plan, reverse: bool
+    ) -> tuple[Callable[[], _StepResult | None], UpcomingFrame]:
+        """One frame of SAM 2's propagation plus trimming its state (executor thread), and the
+        frame the next step will run the image encoder on, for the ``EncoderBatcher``."""
+        sign = -1 if reverse else 1
+        # SAM 2's processing order (propagate_in_video); backward from frame 0 walks nothing.
+        if reverse:
+            walk = range(plan.start, max(plan.start - plan.max_frames, 0) - 1, -1)
+            walk = walk if plan.start > 0 else range(0)
+        else:
+            walk = range(plan.start, min(plan.start + plan.max_frames, len(self.frames) - 1) + 1)
+        next_frame = plan.start
 
         def step() -> _StepResult | None:
+            nonlocal next_frame
             try:
-                frame, obj_ids, video_res_masks = next(steps)
+                with self.feature_cache.propagation_step():
+                    frame, obj_ids, video_res_masks = next(steps)
             except StopIteration:
                 return None
+            next_frame = frame + sign
             # The next frame is usually prefetched already; start the one after it now.
             self.frames.prefetch(frame + sign)
             self.frames.prefetch(frame + 2 * sign)
-            sam_state.trim(self._state, (frame, start), self._window)
+            sam_state.trim(self._state, (frame, plan.start), self._window)
             scores = [
                 torch.sigmoid(
                     sam_state.frame_output(self._state, o, frame)["object_score_logits"].float()
@@ -722,7 +754,16 @@ class Session:
             ]
             return frame, list(obj_ids), (video_res_masks[:, 0] > 0).cpu().numpy(), scores
 
-        return step
+        def upcoming() -> FrameToEncode | None:
+            """None past the walk's end, and where every object has a prompt (SAM 2 reuses
+            the prompt's output there and encodes nothing)."""
+            frame = next_frame
+            outputs = view["output_dict_per_obj"].values()
+            if frame not in walk or all(frame in o["cond_frame_outputs"] for o in outputs):
+                return None
+            return FrameToEncode(self.feature_cache, frame, lambda: self.frames[frame])
+
+        return step, upcoming
 
     def _record(self, result: _StepResult, plan: _Plan) -> FrameMasks:
         """Store a propagated frame's masks, marked with where each came from."""

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import torch
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
+from deployments.engine.features import FeatureCache
 from deployments.engine.frames import FrameSource
 
 State = dict[str, Any]
@@ -27,9 +28,16 @@ _PER_OBJECT = (
 
 
 def new_state(
-    frames: FrameSource, height: int, width: int, device: torch.device, offload_state_to_cpu: bool
+    frames: FrameSource,
+    height: int,
+    width: int,
+    device: torch.device,
+    offload_state_to_cpu: bool,
+    features: FeatureCache,
 ) -> State:
-    """The dict ``SAM2VideoPredictor.init_state`` builds, with ``frames`` as its images.
+    """The dict ``SAM2VideoPredictor.init_state`` builds, with ``frames`` as its images and
+    ``features`` as its image-feature cache (``ServingVideoPredictor`` reads it instead of
+    SAM 2's one-frame ``cached_features``; views of the state share it).
 
     Skips init_state's frame loading (every frame as float32, sam2#196) and its warm-up
     encoding of frame 0, which the first click does anyway.
@@ -46,6 +54,7 @@ def new_state(
         "point_inputs_per_obj": {},
         "mask_inputs_per_obj": {},
         "cached_features": {},
+        "feature_cache": features,
         "constants": {},
         "obj_id_to_idx": OrderedDict(),
         "obj_idx_to_id": OrderedDict(),
@@ -133,6 +142,32 @@ def settle(predictor: SAM2VideoPredictor, state: State) -> None:
         predictor.propagate_in_video_preflight(object_view(state, prompted))
     for outputs in state["output_dict_per_obj"].values():
         outputs["non_cond_frame_outputs"].clear()
+
+
+def encode_pending_memories(predictor: SAM2VideoPredictor, state: State) -> None:
+    """Run the memory encoder now on the prompt outputs the next ``settle`` consolidates, and
+    leave them where they are: ``settle`` then only moves them (SAM 2's preflight encodes an
+    output only while its memory is missing), with the same memories it would have computed.
+
+    Run on the model thread right after a prompt, while the annotator looks at the mask, so
+    the next click does not pay for consolidating this one. SAM 2's preflight does the work,
+    on a view whose containers are copies: the outputs it encodes are the state's own, but
+    the state's layout stays as it was (a clear still finds the prompt unsettled).
+    """
+    temp = state["temp_output_dict_per_obj"]
+    pending = [o for o, i in state["obj_id_to_idx"].items() if any(temp[i].values())]
+    if not pending:
+        return
+    scratch = object_view(state, pending)
+    scratch["temp_output_dict_per_obj"] = {
+        i: {key: dict(outputs) for key, outputs in per_obj.items()}
+        for i, per_obj in scratch["temp_output_dict_per_obj"].items()
+    }
+    scratch["output_dict_per_obj"] = {
+        i: {"cond_frame_outputs": dict(per_obj["cond_frame_outputs"]), "non_cond_frame_outputs": {}}
+        for i, per_obj in scratch["output_dict_per_obj"].items()
+    }
+    predictor.propagate_in_video_preflight(scratch)
 
 
 def memory_window(model: torch.nn.Module) -> int:

@@ -65,6 +65,20 @@ class EngineSettings(BaseSettings):
         description="'auto': bfloat16 on CUDA and on CPUs with native bf16 (AVX512_BF16, AMX), "
         "float32 on other CPUs, where torch emulates bf16 about 10x slower.",
     )
+    feature_cache_mb: int = Field(
+        256,
+        ge=0,
+        description="Image features a session keeps of the frames it computed last, on the "
+        "model's device, so a click on a recently propagated frame skips the image encoder; "
+        "least recently used evicted past this (the last frame always kept, as SAM 2 does). "
+        "A frame at 1024 takes 16 MiB in float32, 10 MiB under bfloat16 autocast.",
+    )
+    max_encoder_batch: int = Field(
+        3,
+        ge=1,
+        description="Most frames the image encoder runs in one batch for sessions of a replica "
+        "propagating at once (their next frames); 1 turns batching off.",
+    )
 
 
 class ServiceSettings(EngineSettings):

@@ -233,7 +233,7 @@ def section(args: argparse.Namespace, result: Result) -> str:
     machine = (
         f"{platform.platform()}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs (flags: {cpu_flags()}), Python {platform.python_version()}, "
-        f"torch {torch.__version__}, {args.threads} torch threads"
+        f"torch {torch.__version__}, torch threads: {args.threads}"
     )
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()

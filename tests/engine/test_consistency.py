@@ -63,15 +63,15 @@ def test_closing_the_events_while_a_frame_is_computed_waits_for_that_frame(sessi
     inside, go_on = threading.Event(), threading.Event()
     record = session._record
 
-    def slow_record(result):
+    def slow_record(result, plan):
         inside.set()
         go_on.wait()
-        return record(result)
+        return record(result, plan)
 
     monkeypatch.setattr(session, "_record", slow_record)
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(next, events)
-        inside.wait()
+        assert inside.wait(120), first.exception(timeout=1)  # fails instead of hanging
         closed = pool.submit(events.close)  # as the replica does when its client goes away
         waited = not closed.done()  # for the frame in flight
         go_on.set()

@@ -81,11 +81,13 @@ class SAM2Replica:
         self._adopted: dict[str, float] = {}
         self._reconciler = self._loop.create_task(self._reconcile_forever())
         logger.info(
-            "SAM 2 replica %s: model %s on %s, computing in %s",
+            "SAM 2 replica %s: model %s on %s, computing in %s, compile %s, warm-up %.1f s",
             self.replica_id,
             self.engine.model_name,
             self.engine.predictor.device,
             self.engine.compute_dtype,
+            self.settings.compile,
+            self.engine.warmup_s,
         )
 
     # ---- Serve hooks -------------------------------------------------------------------------
@@ -110,6 +112,8 @@ class SAM2Replica:
             "model": self.engine.model_name,
             "device": str(self.engine.predictor.device),
             "compute_dtype": self.engine.compute_dtype,
+            "compile": self.settings.compile,
+            "warmup_s": round(self.engine.warmup_s or 0.0, 2),
             "active_sessions": self.engine.active_sessions,
             "max_sessions": self.settings.max_sessions,
             "free_slots": self.engine.free_slots,

@@ -17,6 +17,7 @@ from deployments.protocol import (
     VideoInfo,
     VideoOptions,
 )
+from deployments.protocol.settings import CompileMode
 
 # A session id in a path: its format is checked at the edge, so a malformed id (e.g. one that
 # names a store key of another kind, "<id>:log") never reaches the store.
@@ -120,6 +121,14 @@ class ModelEntry(BaseModel):
         None, description="The dtype its replicas compute in (setting compute_dtype); if loaded."
     )
     device: str | None = Field(None, description="The device its replicas run on; if loaded.")
+    compile: CompileMode | None = Field(
+        None, description="What its replicas compiled (setting compile); if loaded."
+    )
+    warmup_s: float | None = Field(
+        None,
+        description="Seconds a replica of it spent warming up at start, compiling included "
+        "(the first replica listed); if loaded.",
+    )
 
 
 class ModelList(BaseModel):

@@ -182,6 +182,8 @@ class ModelEntry(ApiModel):
     replicas: list[str] = Field(default_factory=list)
     compute_dtype: str | None = None
     device: str | None = None
+    compile: str | None = None
+    warmup_s: float | None = None
 
 
 class ModelList(ApiModel):

@@ -9,11 +9,13 @@ from __future__ import annotations
 import re
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from deployments.engine import compilation
 from deployments.engine.executor import ModelExecutor
 from deployments.engine.features import EncoderBatcher
 from deployments.engine.frames import FrameSource
@@ -27,6 +29,7 @@ from deployments.protocol.errors import (
     CapacityError,
     ConflictError,
     InvalidRequestError,
+    ModelLoadError,
     NotFoundError,
 )
 from deployments.protocol.registry import resolve_spec
@@ -71,16 +74,35 @@ class SessionEngine:
         self._sessions: dict[str, Session] = {}
         self._creating: set[str] = set()
         self._lock = threading.Lock()
+        # Seconds the warm-up took, compiling included (None: a given predictor, not warmed).
+        self.warmup_s: float | None = None
         if predictor is None:
-            self._warm_up()
+            self.warmup_s = self._warm_up()
 
-    def _warm_up(self) -> None:
+    def _warm_up(self) -> float:
         """Two clicks on a blank image (a one-frame session) before the first user's: the first
         calls into a freshly built model pay for kernel selection and allocations (measured
-        2.7 s and 1.7 s against 0.4 s for the image encoder at size 256 on CPU)."""
+        2.7 s and 1.7 s against 0.4 s for the image encoder at size 256 on CPU). With
+        ``compile`` set this is where torch.compile compiles, the clicks and then the shapes
+        ``compilation.warm_up`` adds. Returns its seconds; ModelLoadError if compiling fails.
+        """
+        began = time.perf_counter()
         blank = np.zeros((64, 64, 3), np.uint8)
-        for _ in range(2):
-            self.segment_image(blank, Prompt(frame_index=0, obj_id=1, points=[(32.0, 32.0)]))
+        mode = self.settings.compile
+        batches = range(1, self.settings.max_encoder_batch + 1)
+        try:
+            for _ in range(2):
+                self.segment_image(blank, Prompt(frame_index=0, obj_id=1, points=[(32.0, 32.0)]))
+            self.executor.run("engine", lambda: compilation.warm_up(self.predictor, mode, batches))
+        except Exception as exc:
+            if mode == "none":
+                raise
+            self.executor.close()
+            raise ModelLoadError(
+                f"compile: {mode} failed while warming up ({type(exc).__name__}: {exc}); "
+                "compile: none runs SAM 2 uncompiled"
+            ) from exc
+        return time.perf_counter() - began
 
     @property
     def compute_dtype(self) -> str:

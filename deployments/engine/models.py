@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from deployments.engine.compilation import build_overrides
 from deployments.engine.precision import resolve_compute_dtype
 from deployments.engine.predictor import ServingVideoPredictor
 from deployments.protocol.errors import ModelLoadError
@@ -15,10 +16,7 @@ from deployments.protocol.settings import EngineSettings
 
 # Like Meta's demo (sam2#731): a correction click on a tracked frame becomes a conditioning
 # frame, so it sticks when the video is propagated again.
-_SERVING_OVERRIDES = (
-    "++model.add_all_frames_to_correct_as_cond=true",
-    f"++model._target_={ServingVideoPredictor.__module__}.{ServingVideoPredictor.__qualname__}",
-)
+_SERVING_OVERRIDES = ("++model.add_all_frames_to_correct_as_cond=true",)
 
 
 def checkpoint_path(settings: EngineSettings, spec: ModelSpec) -> Path:
@@ -33,7 +31,8 @@ def resolve_device(setting: str) -> torch.device:
 
 def load_predictor(settings: EngineSettings) -> ServingVideoPredictor:
     """Build the video predictor the settings name, on their device, in eval mode, computing
-    in the settings' dtype (run it under ``precision.model_context``).
+    in the settings' dtype (run it under ``precision.model_context``), compiled as the
+    ``compile`` setting says (``compilation``: it compiles on first use; warm it up).
 
     Raises ModelLoadError for an unknown model or a missing checkpoint (unless the settings
     explicitly ask for random weights).
@@ -51,7 +50,7 @@ def load_predictor(settings: EngineSettings) -> ServingVideoPredictor:
             )
     else:
         torch.manual_seed(settings.seed)
-    overrides = list(_SERVING_OVERRIDES)
+    overrides = [*_SERVING_OVERRIDES, *build_overrides(settings.compile)]
     if settings.image_size is not None:
         overrides.append(f"++model.image_size={settings.image_size}")
     device = resolve_device(settings.device)

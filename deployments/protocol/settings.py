@@ -12,6 +12,9 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# What torch.compile covers (``deployments.engine.compilation``).
+CompileMode = Literal["none", "encoder", "full"]
+
 
 class EngineSettings(BaseSettings):
     """Everything the SAM 2 session engine needs to load a model and hold sessions."""
@@ -59,6 +62,12 @@ class EngineSettings(BaseSettings):
     )
     offload_state_to_cpu: bool = Field(
         False, description="Keep SAM 2 memories in host memory (saves GPU memory, a bit slower)."
+    )
+    compile: CompileMode = Field(
+        "none",
+        description="torch.compile through sam2's own switches: 'encoder' the image encoder "
+        "(compile_image_encoder), 'full' every per-frame step (sam2's vos_optimized). It "
+        "compiles during the engine's warm-up, so replicas start slower, not the first click.",
     )
     compute_dtype: Literal["auto", "bfloat16", "float32"] = Field(
         "auto",

@@ -23,8 +23,8 @@ async def health(service: OpenService):
 
 @router.get("/api/v1/models", response_model=ModelList)
 async def models(service: Service) -> ModelList:
-    """The model registry; `loaded`, `replicas`, `compute_dtype` and `device` say which
-    replicas loaded which model, and how they run it."""
+    """The model registry; `loaded`, `replicas`, `compute_dtype`, `device`, `compile` and
+    `warmup_s` say which replicas loaded which model, how they run it and what starting cost."""
     loaded: dict[str, list[dict]] = {}
     for stats in await service.replica_stats():
         if "model" in stats:
@@ -40,7 +40,7 @@ async def models(service: Service) -> ModelList:
 
 def _entry(name: str, config: str, checkpoint: str, replicas: list[dict]) -> ModelEntry:
     """One registry entry with what its replicas report (replicas of one model share one
-    configuration, so the first one's dtype and device stand for all)."""
+    configuration, so the first one's dtype, device and compile stand for all)."""
     first = replicas[0] if replicas else {}
     return ModelEntry(
         name=name,
@@ -50,4 +50,6 @@ def _entry(name: str, config: str, checkpoint: str, replicas: list[dict]) -> Mod
         replicas=[stats["replica"] for stats in replicas],
         compute_dtype=first.get("compute_dtype"),
         device=first.get("device"),
+        compile=first.get("compile"),
+        warmup_s=first.get("warmup_s"),
     )

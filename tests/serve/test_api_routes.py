@@ -328,4 +328,6 @@ def test_models_list_the_registry_and_what_replicas_loaded(stack):
     auto = str(resolve_compute_dtype("auto", torch.device("cpu"))).removeprefix("torch.")
     tiny = by_name["sam2.1_hiera_tiny"]
     assert (tiny["compute_dtype"], tiny["device"]) == (auto, "cpu")
+    assert tiny["compile"] == "none" and tiny["warmup_s"] > 0
     assert by_name["sam2_hiera_large"]["compute_dtype"] is None
+    assert by_name["sam2_hiera_large"]["warmup_s"] is None

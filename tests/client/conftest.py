@@ -10,12 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import ray
-from ray import serve
 
 from sam2serve import Client, RetryPolicy
 from tests.serve.conftest import deploy, stack_settings
-from tests.servers import RedisServer, free_port
+from tests.servers import RedisServer, free_port, local_ray
 from tests.videos import write_video
 
 API_KEY = "client-key-0123456789"
@@ -36,8 +34,17 @@ def service(tmp_path_factory) -> Iterator[Service]:
     video_root = tmp_path_factory.mktemp("video_root")
     write_video(video_root / "clip.mp4", num_frames=NUM_FRAMES, size=SIZE)
     port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        with local_ray(http_port=port, num_cpus=2):
+            yield from _serve(tmp_path_factory, redis, video_root, port)
+    finally:
+        redis.stop()
+
+
+def _serve(
+    tmp_path_factory: pytest.TempPathFactory, redis: RedisServer, video_root: Path, port: int
+) -> Iterator[Service]:
+    """The app deployed on the running cluster; its HTTP client closed at the end."""
     settings = stack_settings(
         tmp_path_factory.mktemp("sessions"),
         redis_url=redis.url,
@@ -53,9 +60,6 @@ def service(tmp_path_factory) -> Iterator[Service]:
         yield Service(str(stack.client.base_url).rstrip("/"), API_KEY, video_root)
     finally:
         stack.client.close()
-        serve.shutdown()
-        ray.shutdown()
-        redis.stop()
 
 
 @pytest.fixture(scope="package")

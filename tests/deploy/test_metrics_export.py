@@ -10,13 +10,11 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-import ray
 from prometheus_client.parser import text_string_to_metric_families
-from ray import serve
 
 from tests.deploy.conftest import dashboard, queried_metrics
 from tests.serve.conftest import Stack, deploy, stack_settings
-from tests.servers import free_port
+from tests.servers import free_port, local_ray
 from tests.videos import write_video
 
 APP = "metrics"
@@ -48,16 +46,8 @@ class Cluster:
 def cluster() -> Iterator[Cluster]:
     """Its own Ray cluster: the metrics export port is fixed when Ray starts."""
     ports = Cluster(http_port=free_port(), metrics_port=free_port())
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        _metrics_export_port=ports.metrics_port,
-    )
-    serve.start(http_options={"host": "127.0.0.1", "port": ports.http_port})
-    yield ports
-    serve.shutdown()
-    ray.shutdown()
+    with local_ray(http_port=ports.http_port, num_cpus=2, _metrics_export_port=ports.metrics_port):
+        yield ports
 
 
 @pytest.fixture(scope="module")

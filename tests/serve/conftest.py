@@ -10,11 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-import ray
 from ray import serve
 
 from ingress.builder import build_app
-from tests.servers import RedisServer, free_port
+from tests.servers import RedisServer, free_port, local_ray
 from tests.videos import write_video
 
 
@@ -54,11 +53,8 @@ class Stack:
 @pytest.fixture(scope="module")
 def http_port() -> Iterator[int]:
     port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield port
-    serve.shutdown()
-    ray.shutdown()
+    with local_ray(http_port=port, num_cpus=2):
+        yield port
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,14 @@ from ray.serve.api import _run
 
 from ingress.builder import build_app
 from tests.serve.conftest import stack_settings
+from tests.servers import local_ray
 
 
 @pytest.fixture
 def one_gpu_cluster():
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
-    yield
-    serve.shutdown()
-    ray.shutdown()
+    with local_ray(num_cpus=2, num_gpus=1):
+        yield
+        serve.shutdown()
 
 
 def replica_states(app: str) -> dict[str, int]:

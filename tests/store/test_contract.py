@@ -8,11 +8,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import ray
 
 from session_store import Lease, ObjectRecord, SessionRecord, open_store
 from session_store.memory import InMemorySessionStore
-from tests.servers import RedisServer
+from tests.servers import RedisServer, local_ray
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +23,8 @@ def redis_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+    with local_ray(num_cpus=1):
+        yield
 
 
 @pytest.fixture(params=["memory", "actor", "redis"])

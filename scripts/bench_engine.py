@@ -9,7 +9,7 @@ the executor thread, the MaskStore. Each side runs in its own subprocess, so its
 its own; the parent runs them one after the other (never in parallel), which on a small CPU
 machine makes the ratio the figure to trust.
 
-    python scripts/bench_engine.py --write docs/benchmarks.md
+    python scripts/bench_engine.py --repeats 5 --avx2-too --write docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-from local_service import write_section
+from local_service import AVX2_CAP, cpu_flags, write_section
 
 if TYPE_CHECKING:
     from deployments.protocol import EngineSettings
@@ -43,6 +43,14 @@ DEFAULT_VIDEO = (REPO / "../shared/videos/bedroom.mp4").resolve()
 SECTION = "## Engine vs bare SAM2VideoPredictor (scripts/bench_engine.py)"
 # The bare side's JPEG folder, as SAM 2's README makes one (quality as the engine once stored).
 JPEG_QUALITY = 90
+# How to read the table, under it in the docs.
+READING = (
+    "Bar (issues 8 and 9): ratio engine/bare at least 0.95 in each dtype. One run's ratio "
+    "spreads by +-5% on a 2-core VM, and the side run second tended to be the slower: "
+    "hence alternating sides and the median. The engine's peak RSS is higher by its feature "
+    "cache (`feature_cache_mb`: the features of the frames it computed last, so a click on "
+    "them skips the image encoder), larger in float32 than under bf16 autocast."
+)
 # What a side reports: figures, plus the torch build and threads it ran with.
 Figures = dict[str, float | int | str]
 # (key in the side's JSON, column title) of the report table, in order.
@@ -223,8 +231,9 @@ def _side_args(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def _run_side(side: str, args: argparse.Namespace) -> Figures:
-    """One side in a fresh interpreter; its last stdout line is its JSON result."""
+def _run_side(side: str, args: argparse.Namespace, env: dict[str, str]) -> Figures:
+    """One side in a fresh interpreter, with ``env`` added to the environment; its last stdout
+    line is its JSON result."""
     print(f"running {side} ...", file=sys.stderr, flush=True)
     out = subprocess.run(
         [sys.executable, __file__, f"--side={side}", *_side_args(args)],
@@ -232,22 +241,28 @@ def _run_side(side: str, args: argparse.Namespace) -> Figures:
         stdout=subprocess.PIPE,
         text=True,
         cwd=REPO,
+        env={**os.environ, **env},
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(args: argparse.Namespace) -> Figures:
-    """Bare and engine alternately, ``repeats`` times each; medians of every figure."""
+def measure(args: argparse.Namespace, env: dict[str, str]) -> Figures:
+    """Bare and engine ``repeats`` times each, one after the other, the first side alternating
+    (a machine that slows down over the run then costs both sides alike); medians of every
+    figure, and each run's ratio."""
     runs = []
-    for _ in range(args.repeats):
-        runs.append({**_run_side("bare", args), **_run_side("engine", args)})
-        runs[-1]["ratio"] = runs[-1]["engine_fps"] / runs[-1]["bare_fps"]
-        print(f"run {len(runs)}: ratio {runs[-1]['ratio']:.3f}", file=sys.stderr, flush=True)
-        if runs[-1]["bare_dtype"] != runs[-1]["engine_dtype"]:
-            raise SystemExit(f"the sides computed in different dtypes: {runs[-1]}")
+    for n in range(args.repeats):
+        order = ("bare", "engine") if n % 2 == 0 else ("engine", "bare")
+        run = {key: value for side in order for key, value in _run_side(side, args, env).items()}
+        run["ratio"] = run["engine_fps"] / run["bare_fps"]
+        runs.append(run)
+        print(f"run {len(runs)}: ratio {run['ratio']:.3f}", file=sys.stderr, flush=True)
+        if run["bare_dtype"] != run["engine_dtype"]:
+            raise SystemExit(f"the sides computed in different dtypes: {run}")
     keys = [key for key, _ in COLUMNS] + ["bare_others_cpu_s", "engine_others_cpu_s"]
-    result = {key: statistics.median(run[key] for run in runs) for key in keys}
+    result: Figures = {key: statistics.median(run[key] for run in runs) for key in keys}
     result.update(
+        runs=", ".join(f"{run['ratio']:.3f}" for run in runs),
         torch=runs[0]["torch"],
         torch_threads=runs[0]["torch_threads"],
         compute_dtype=runs[0]["engine_dtype"],
@@ -255,45 +270,64 @@ def measure(args: argparse.Namespace) -> Figures:
     return result
 
 
+def configurations(args: argparse.Namespace) -> dict[str, dict[str, str]]:
+    """The CPU setups to measure, by name: as the machine is, and with ``--avx2-too`` also
+    capped at AVX2 (no native bf16, so the engine's fp32 path) where the machine is not."""
+    setups = {"native": {}}
+    if args.avx2_too:
+        setups["capped at AVX2"] = AVX2_CAP
+    return setups
+
+
 def contention(result: Figures) -> str:
     """How busy the rest of the machine was while each side propagated."""
     return (
-        f"Other processes took {result['bare_others_cpu_s']:.1f} CPU-s during the bare "
+        f"other processes took {result['bare_others_cpu_s']:.1f} CPU-s during the bare "
         f"propagation and {result['engine_others_cpu_s']:.1f} CPU-s during the engine's "
-        "(0 on a quiet machine; more makes the ratio unreliable)."
+        "(0 on a quiet machine; more makes the ratio unreliable)"
     )
 
 
-def table(result: Figures) -> str:
-    """The figures as a markdown table (also what the terminal shows)."""
-    head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
-    rule = "|" + "---|" * len(COLUMNS)
+def table(results: dict[str, Figures]) -> str:
+    """One row per CPU setup, as a markdown table (also what the terminal shows)."""
+    head = "| CPU | dtype | " + " | ".join(title for _, title in COLUMNS) + " | ratio per run |"
+    rule = "|" + "---|" * (len(COLUMNS) + 3)
     digits = {"ratio": 3, "bare_fps": 3, "engine_fps": 3}
-    row = "| " + " | ".join(f"{result[k]:.{digits.get(k, 2)}f}" for k, _ in COLUMNS) + " |"
-    return "\n".join([head, rule, row])
+    rows = [
+        f"| {name} | {result['compute_dtype']} | "
+        + " | ".join(f"{result[k]:.{digits.get(k, 2)}f}" for k, _ in COLUMNS)
+        + f" | {result['runs']} |"
+        for name, result in results.items()
+    ]
+    return "\n".join([head, rule, *rows])
 
 
-def section(args: argparse.Namespace, result: Figures) -> str:
+def section(args: argparse.Namespace, results: dict[str, Figures]) -> str:
     """The docs section: how to reproduce, where and when it ran, the figures."""
     command = "python " + shlex.join([os.path.relpath(__file__, REPO), *sys.argv[1:]])
+    first = next(iter(results.values()))
     machine = (
         f"{platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, torch {result['torch']}, "
-        f"{result['torch_threads']} torch threads"
+        f"{os.cpu_count()} CPUs (flags: {cpu_flags()}), Python {platform.python_version()}, "
+        f"torch {first['torch']}, {first['torch_threads']} torch threads"
     )
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    busy = "; ".join(f"{name}: {contention(result)}" for name, result in results.items())
     return (
         f"{SECTION}\n\n"
         f"Command: `{command}`\n\n"
         f"Machine: {machine}. Date: {date}.\n\n"
         f"Clip `{args.video.name}`, first {args.frames} frames, sam2.1_hiera_tiny with random "
-        f"weights at image size {args.image_size}, computing in {result['compute_dtype']} on "
-        "both sides, one click at the frame centre, forward propagation; medians of "
-        f"{args.repeats} run(s) per side, sides run one after the other. Session start is "
+        f"weights at image size {args.image_size}, both sides computing in the dtype the "
+        "engine picks for the CPU setup, one click at the frame centre, forward propagation; "
+        f"medians of {args.repeats} run(s) per side, sides run one after the other, the first "
+        "side alternating. `capped at AVX2` runs both sides with "
+        "`ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`. Session start is "
         "`create_session` (index the video, open its readers: no decoding) against a plain "
         "OpenCV decode of the same frames; bare init_state includes SAM 2 loading every frame "
-        f"and encoding frame 0. {contention(result)}\n\n"
-        f"{table(result)}\n"
+        f"and encoding frame 0. Contention: {busy}.\n\n"
+        f"{table(results)}\n\n"
+        f"{READING}\n"
     )
 
 
@@ -313,6 +347,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--repeats", type=_positive, default=1, help="runs per side; medians reported"
     )
+    parser.add_argument(
+        "--avx2-too",
+        action="store_true",
+        help="also measure with the CPU capped at AVX2 (the fp32 path of CPUs without bf16)",
+    )
     parser.add_argument("--write", type=Path, help="markdown file to put the results section in")
     parser.add_argument("--side", choices=("bare", "engine"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -325,11 +364,12 @@ def main() -> None:
         run = run_bare if args.side == "bare" else run_engine
         print(json.dumps(run(args)))
         return
-    result = measure(args)
-    print(table(result))
-    print(f"Both sides computed in {result['compute_dtype']}. {contention(result)}")
+    results = {name: measure(args, env) for name, env in configurations(args).items()}
+    print(table(results))
+    for name, result in results.items():
+        print(f"{name}: {contention(result)}")
     if args.write:
-        write_section(args.write, SECTION, section(args, result))
+        write_section(args.write, SECTION, section(args, results))
         print(f"wrote {args.write}", file=sys.stderr)
 
 

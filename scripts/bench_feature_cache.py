@@ -40,7 +40,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # before sam2 imports tqdm
 import cv2
 import torch
 from bench_engine import JPEG_QUALITY, _clip_geometry, _decode, _timed
-from local_service import write_section
+from local_service import cpu_flags, write_section
 
 from deployments.engine import Session, SessionEngine
 from deployments.protocol import EngineSettings, Prompt, PropagationRequest, VideoOptions
@@ -190,16 +190,6 @@ def measure(args: argparse.Namespace) -> Result:
             return Result(clicks, engine.compute_dtype, frame_mib)
         finally:
             engine.close()
-
-
-def cpu_flags() -> str:
-    """The CPU's AVX-512 and AMX flags (what decides bf16 speed on a CPU), from /proc/cpuinfo."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return "unknown"
-    wanted = sorted(f for f in flags if f.startswith(("avx512", "amx")))
-    return ", ".join(wanted) or "no AVX-512 or AMX"
 
 
 def table(result: Result) -> str:

@@ -18,10 +18,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from local_service import REPO, write_section
+from local_service import AVX2_CAP, REPO, write_section
 
 TITLE = "## Compute dtype on CPU (scripts/bench_precision.py)"
-AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 _CHILD = """
 import contextlib, json, sys, time, torch
@@ -66,7 +65,7 @@ def main() -> None:
     parser.add_argument("--write", type=Path, help="update this benchmarks markdown file")
     args = parser.parse_args()
     rows = []
-    for label, env in (("as it is", {}), ("capped at AVX2", AVX2)):
+    for label, env in (("as it is", {}), ("capped at AVX2", AVX2_CAP)):
         case = run_case(env, args)
         rows.append(
             f"| {label} | {case['capability']} | {case['fp32']:.3f} | {case['bf16']:.3f} | "

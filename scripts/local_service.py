@@ -1,4 +1,5 @@
-"""Shared by the scripts: the service on a local Ray cluster, and the benchmarks document."""
+"""Shared by the scripts: the service on a local Ray cluster, the benchmarks document, and the
+CPU facts a benchmark reports."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+# Environment that makes torch and oneDNN use a plain AVX2 CPU's kernels: no native bf16, so the
+# engine computes in fp32 (what CPUs without AVX-512 get).
+AVX2_CAP = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
@@ -48,3 +52,13 @@ def write_section(path: Path, title: str, section: str) -> None:
         end = text.find("\n## ", start + len(title))
         text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
     path.write_text(text)
+
+
+def cpu_flags() -> str:
+    """The CPU's AVX-512 and AMX flags (what decides bf16 speed on a CPU), from /proc/cpuinfo."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    wanted = sorted(f for f in flags if f.startswith(("avx512", "amx")))
+    return ", ".join(wanted) or "no AVX-512 or AMX"

@@ -15,30 +15,34 @@ sam2's choices shape the rest:
 - ``max-autotune`` captures CUDA graphs on CUDA, and a graph's outputs are overwritten by its
   next replay. Image features outlive one step here (the session's feature cache), so both
   predictors use sam2's VOS ``forward_image``, which returns copies.
-- Static shapes: the first call at each new shape compiles (seconds on a CPU at size 128,
-  minutes at 1024 with autotuning). ``warm_up`` runs the shapes a replica meets (encoder
-  batches, a short propagation) before the first user's request; a new number of objects in
-  one session still compiles the SAM heads on first use (``full``).
+- Static shapes, and guards on strides and tensor kinds: the first call at each new shape
+  compiles (a minute or more on a CPU at size 128). ``SessionEngine`` warms up before the first
+  user's request with the shapes a replica meets: encoder batches (``warm_up_encoder``) and a
+  real session over a ``BlankClip``, clicked and propagated (the shapes of SAM 2's own
+  ``init_state`` path differ in strides and recompile). A new number of objects in one session
+  still compiles the SAM heads on first use (``full``).
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterable
-from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from sam2.sam2_video_predictor import SAM2VideoPredictorVOS
 
 from deployments.engine.predictor import ServingVideoPredictor
 from deployments.protocol.settings import CompileMode
+from deployments.protocol.types import SourceVideo, VideoInfo
 
 # Frames of the ``full`` warm-up propagation: past SAM 2.1's 7 memories and 16 object
 # pointers, so the memory attention has met the input lengths of a long propagation (its CUDA
 # graphs are recorded per length).
 WARMUP_FRAMES = 18
+# Points on one frame the warm-up clicks up to: under ``full`` sam2 compiles the prompt encoder
+# and mask decoder per number of points (measured on a CPU at 128: 16 s and 11 s for a user's
+# second and third point without it).
+WARMUP_POINTS = 3
 _WARMUP_FRAME_SIDE = 64
 
 
@@ -76,36 +80,54 @@ def is_compiled(module: torch.nn.Module) -> bool:
     return "forward" in vars(module)
 
 
-def warm_up(
-    predictor: ServingVideoPredictor, mode: CompileMode, batch_sizes: Iterable[int]
-) -> None:
-    """Compile what ``mode`` compiles at the shapes serving meets, on the calling thread (the
-    model thread, under its autocast: compiled graphs are specialised to the dtype they saw).
-
-    Encoder batches of ``batch_sizes`` frames (sessions propagating together), and for
-    ``full`` a ``WARMUP_FRAMES``-frame propagation of one object over blank frames, through
-    sam2's own video API. A blank click beforehand (``SessionEngine``) covers batch 1 and the
-    SAM heads of one object.
+def warm_up_encoder(predictor: ServingVideoPredictor, batch_sizes: Iterable[int]) -> None:
+    """Compile the image encoder for batches of ``batch_sizes`` frames (sessions propagating
+    together), as the executor's batcher stacks them: on the model thread, under its autocast
+    and inference mode (compiled graphs are specialised to the dtype and tensor kind they saw).
     """
-    if mode == "none":
-        return
     size = predictor.image_size
     for batch in batch_sizes:
         predictor.forward_image(torch.zeros(batch, 3, size, size, device=predictor.device))
-    if mode == "full":
-        _propagate_blank(predictor)
 
 
-def _propagate_blank(predictor: ServingVideoPredictor) -> None:
-    """One click on frame 0 of a blank JPEG clip, propagated to its end (sam2's loader reads
-    JPEG folders; the clip is gone afterwards)."""
-    side = _WARMUP_FRAME_SIDE
-    with tempfile.TemporaryDirectory(prefix="sam2-warmup-") as folder:
-        blank = np.zeros((side, side, 3), np.uint8)
-        for index in range(WARMUP_FRAMES):
-            cv2.imwrite(str(Path(folder) / f"{index:05d}.jpg"), blank)
-        state = predictor.init_state(video_path=folder)
-        predictor.add_new_points_or_box(state, 0, 1, points=[[side / 2, side / 2]], labels=[1])
-        for _ in predictor.propagate_in_video(state):
-            pass
-        predictor.reset_state(state)
+class BlankClip:
+    """``num_frames`` black frames as a ``FrameReader``: the warm-up session's video, so that
+    it runs a real session's code (frame source, feature cache, SAM 2 state) and the compiled
+    graphs meet the tensors sessions pass them, strides and all."""
+
+    def __init__(self, num_frames: int = WARMUP_FRAMES, side: int = _WARMUP_FRAME_SIDE) -> None:
+        self.num_frames = num_frames
+        self._frame = np.zeros((side, side, 3), np.uint8)
+        self._frame.flags.writeable = False
+
+    @property
+    def info(self) -> VideoInfo:
+        side = self._frame.shape[0]
+        seconds = float(self.num_frames)
+        source = SourceVideo(
+            width=side, height=side, fps=1.0, num_frames=self.num_frames, duration_s=seconds
+        )
+        return VideoInfo(
+            num_frames=self.num_frames,
+            fps=1.0,
+            width=side,
+            height=side,
+            start_time=0.0,
+            end_time=seconds,
+            frame_stride=1,
+            source=source,
+        )
+
+    def frame(self, k: int) -> np.ndarray:
+        if not 0 <= k < self.num_frames:
+            raise IndexError(f"frame {k} is outside the {self.num_frames}-frame blank clip")
+        return self._frame
+
+    def prefetch(self, k: int) -> None:
+        """Nothing to read ahead."""
+
+    def buffer_nbytes(self) -> int:
+        return self._frame.nbytes
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -10,7 +10,10 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -24,7 +27,7 @@ from deployments.engine.precision import resolve_compute_dtype
 from deployments.engine.predictor import ServingVideoPredictor
 from deployments.engine.session import Session
 from deployments.engine.video import SessionVideo, load_video, store_video
-from deployments.engine.video_source import ImageReader, write_image
+from deployments.engine.video_source import FrameReader, ImageReader, write_image
 from deployments.protocol.errors import (
     CapacityError,
     ConflictError,
@@ -38,6 +41,7 @@ from deployments.protocol.types import (
     SESSION_ID_PATTERN,
     Prompt,
     PromptResult,
+    PropagationRequest,
     SessionInfo,
     VideoInfo,
     VideoOptions,
@@ -46,6 +50,7 @@ from deployments.protocol.types import (
 
 _SESSION_ID = re.compile(SESSION_ID_PATTERN)
 IMAGE_FILE = "image.png"
+T = TypeVar("T")
 
 
 class SessionEngine:
@@ -83,8 +88,9 @@ class SessionEngine:
         """Two clicks on a blank image (a one-frame session) before the first user's: the first
         calls into a freshly built model pay for kernel selection and allocations (measured
         2.7 s and 1.7 s against 0.4 s for the image encoder at size 256 on CPU). With
-        ``compile`` set this is where torch.compile compiles, the clicks and then the shapes
-        ``compilation.warm_up`` adds. Returns its seconds; ModelLoadError if compiling fails.
+        ``compile`` set this is where torch.compile compiles: the clicks, encoder batches up to
+        ``max_encoder_batch``, then a click and propagation through a blank clip (see
+        ``compilation``). Returns its seconds; ModelLoadError if compiling fails.
         """
         began = time.perf_counter()
         blank = np.zeros((64, 64, 3), np.uint8)
@@ -93,7 +99,10 @@ class SessionEngine:
         try:
             for _ in range(2):
                 self.segment_image(blank, Prompt(frame_index=0, obj_id=1, points=[(32.0, 32.0)]))
-            self.executor.run("engine", lambda: compilation.warm_up(self.predictor, mode, batches))
+            if mode != "none":
+                encoder = partial(compilation.warm_up_encoder, self.predictor, batches)
+                self.executor.run("engine", encoder)
+                self._scratch_session(new_session_id(), _blank_clip, _click_and_propagate)
         except Exception as exc:
             if mode == "none":
                 raise
@@ -174,16 +183,33 @@ class SessionEngine:
         """One image through the video engine as a one-frame session: it takes a slot for the
         duration of the call and leaves nothing behind. Raises CapacityError and the prompt's
         errors."""
-        session_id = session_id or new_session_id()
+
+        def stored_image(directory: Path) -> tuple[VideoInfo, FrameReader]:
+            info = write_image(image_rgb, directory / IMAGE_FILE)
+            return info, ImageReader(directory / IMAGE_FILE)
+
+        def click(session: Session) -> PromptResult:
+            return session.add_prompt(prompt, last=True)
+
+        return self._scratch_session(session_id or new_session_id(), stored_image, click)
+
+    def _scratch_session(
+        self,
+        session_id: str,
+        open_frames: Callable[[Path], tuple[VideoInfo, FrameReader]],
+        work: Callable[[Session], T],
+    ) -> T:
+        """``work`` on a session that takes a slot for its duration and leaves nothing behind;
+        ``open_frames`` makes its frames, given its (new) directory."""
         self._reserve(session_id)
         directory = self.settings.storage_root / session_id
         try:
-            info = write_image(image_rgb, directory / IMAGE_FILE)
-            reader = ImageReader(directory / IMAGE_FILE)
+            directory.mkdir(parents=True, exist_ok=True)
+            info, reader = open_frames(directory)
             frames = FrameSource(reader, reader, self.predictor.image_size)
             session = self._new_session(session_id, directory, info, frames)
             try:
-                return session.add_prompt(prompt, last=True)
+                return work(session)
             finally:
                 session.close()
         finally:
@@ -303,3 +329,23 @@ class SessionEngine:
     def _release(self, session_id: str) -> None:
         with self._lock:
             self._creating.discard(session_id)
+
+
+def _blank_clip(directory: Path) -> tuple[VideoInfo, FrameReader]:
+    clip = compilation.BlankClip()
+    return clip.info, clip
+
+
+def _click_and_propagate(session: Session) -> None:
+    """One object clicked on frame 0 with 1, 2, then ``WARMUP_POINTS`` points, and propagated
+    through the clip twice: the per-frame steps at every memory count a long propagation
+    reaches. Twice, because SAM 2's RoPE attention resizes a buffer on its first call, so the
+    first frame of the first propagation compiles for a state no later one has (measured:
+    without it, a user's first propagation recompiled the memory attention)."""
+    side = session.video.width
+    for k in range(1, compilation.WARMUP_POINTS + 1):
+        point = (side * k / (compilation.WARMUP_POINTS + 1), side / 2)
+        session.add_prompt(Prompt(frame_index=0, obj_id=1, points=[point]))
+    for _ in range(2):
+        for _ in session.propagate(PropagationRequest(direction="forward")):
+            pass

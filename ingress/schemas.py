@@ -13,6 +13,7 @@ from deployments.protocol import (
     SESSION_ID_PATTERN,
     FrameMask,
     ObjectInfo,
+    Preparation,
     PropagationProgress,
     VideoInfo,
     VideoOptions,
@@ -45,6 +46,11 @@ class Session(BaseModel):
     video: VideoInfo
     objects: list[ObjectInfo]
     propagation: PropagationProgress | None = None
+    preparation: Preparation | None = Field(
+        None,
+        description="Background work on the video while the session is already usable (a "
+        "seek-friendly copy being made); null when none runs.",
+    )
 
 
 class SessionList(BaseModel):

@@ -560,7 +560,7 @@ def _session_view(record: SessionRecord, info: SessionInfo) -> Session:
     """The contract's Session: the store's record and the owner's live view of it."""
     return Session(
         **record.model_dump(include={"session_id", "model", "created_at", "expires_at", "replica"}),
-        **info.model_dump(include={"status", "video", "objects", "propagation"}),
+        **info.model_dump(include={"status", "video", "objects", "propagation", "preparation"}),
     )
 
 

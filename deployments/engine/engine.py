@@ -25,6 +25,7 @@ from deployments.engine.frames import FrameSource
 from deployments.engine.models import load_predictor, resolve_device
 from deployments.engine.precision import resolve_compute_dtype
 from deployments.engine.predictor import ServingVideoPredictor
+from deployments.engine.seek_copy import SeekCopy, SeekCopyWorker, worth_copying
 from deployments.engine.session import Session
 from deployments.engine.video import SessionVideo, load_video, store_video
 from deployments.engine.video_source import FrameReader, ImageReader, write_image
@@ -79,6 +80,8 @@ class SessionEngine:
         self._sessions: dict[str, Session] = {}
         self._creating: set[str] = set()
         self._lock = threading.Lock()
+        # Makes the sessions' seek-friendly copies, one at a time, at the lowest CPU priority.
+        self.seek_copies = SeekCopyWorker()
         # Seconds the warm-up took, compiling included (None: a given predictor, not warmed).
         self.warmup_s: float | None = None
         if predictor is None:
@@ -167,7 +170,7 @@ class SessionEngine:
                 max_frames=self.settings.max_video_frames,
                 max_seconds=self.settings.max_video_seconds,
             )
-            session = self._new_session(session_id, directory, stored.info, self._frames(stored))
+            session = self._open_video(session_id, directory, stored)
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
             self._release(session_id)
@@ -225,7 +228,7 @@ class SessionEngine:
         directory = self.settings.storage_root / session_id
         try:
             stored = load_video(directory)
-            session = self._new_session(session_id, directory, stored.info, self._frames(stored))
+            session = self._open_video(session_id, directory, stored)
         except FileNotFoundError:
             self._release(session_id)
             raise NotFoundError(f"the files of session {session_id} are gone") from None
@@ -270,9 +273,10 @@ class SessionEngine:
             shutil.rmtree(session.directory, ignore_errors=True)
 
     def close(self) -> None:
-        """Delete every session (files too) and stop the model thread."""
+        """Delete every session (files too) and stop the model and copy threads."""
         for session_id in list(self._sessions):
             self.delete_session(session_id)
+        self.seek_copies.close()
         self.executor.close()
 
     def shutdown(self) -> None:
@@ -280,14 +284,35 @@ class SessionEngine:
         and stop the model thread (a replica going away: downscale, redeploy)."""
         for session_id in list(self._sessions):
             self.forget_session(session_id)
+        self.seek_copies.close()
         self.executor.close()
 
-    def _frames(self, video: SessionVideo) -> FrameSource:
-        """The session's frames: the model's reader decodes straight to S x S, the frame-space
-        reader (overlays, exports, frame JPEGs) gets a quarter of the buffer."""
+    def _open_video(self, session_id: str, directory: Path, video: SessionVideo) -> Session:
+        """A session over a stored video. Where seeking its source is costly (``worth_copying``)
+        it gets a seek-friendly copy: used at once when a complete one is in the directory (a
+        session reopened), otherwise queued to be made in the background."""
         size = self.predictor.image_size
         buffer_bytes = self.settings.frame_buffer_mb * 2**20
-        model_frames = video.reader(buffer_bytes, size=(size, size))
+        copy = None
+        if worth_copying(video, self.settings):
+            copy = SeekCopy(directory, video, size, self.settings.seek_copy_gop, buffer_bytes)
+        session = self._new_session(
+            session_id, directory, video.info, self._frames(video, copy, buffer_bytes)
+        )
+        if copy is not None:
+            session.seek_copy = copy
+            if copy.state != "ready":
+                self.seek_copies.submit(copy, session)
+        return session
+
+    def _frames(self, video: SessionVideo, copy: SeekCopy | None, buffer_bytes: int) -> FrameSource:
+        """The session's frames: the model's reader decodes straight to S x S (from a complete
+        seek-friendly copy if there is one), the frame-space reader (overlays, exports, frame
+        JPEGs) reads the source with a quarter of the buffer."""
+        size = self.predictor.image_size
+        model_frames = copy.open_complete() if copy is not None else None
+        if model_frames is None:
+            model_frames = video.reader(buffer_bytes, size=(size, size))
         try:
             frames = video.reader(buffer_bytes // 4)
         except BaseException:

@@ -10,12 +10,17 @@ video as SAM 2 does (read-ahead forward, GOP segments backward) and decodes stra
 (swscale converts and resizes in one pass); the frame-space reader serves overlays, exports
 and ``GET .../frames/{k}`` at the session's frame size, so a scrub or an export during a
 propagation does not make the model's reader seek.
+
+Every model-side read runs on the one prefetch thread, in the order asked for, so the model's
+reader can be replaced by another over the same frames (the seek-friendly copy, once made) as
+one more task in that order: no read sees a reader half replaced or closed.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import cv2
@@ -53,24 +58,43 @@ class FrameSource:
 
     def __init__(self, model_frames: FrameReader, frames: FrameReader, image_size: int) -> None:
         self.image_size = image_size
+        self._num_frames = model_frames.num_frames
+        # Read and replaced on the prefetch thread only.
         self._model_frames = model_frames
         self._frames = frames
         self._pending: OrderedDict[int, Future[torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()
+        self._closed = False
         self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-prefetch")
 
     def __len__(self) -> int:
-        return self._model_frames.num_frames
+        return self._num_frames
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        """Frame ``index`` as the model's input; a prefetched one is handed over once."""
+        """Frame ``index`` as the model's input; a prefetched one is handed over once. Raises
+        RuntimeError once closed."""
         if not 0 <= index < len(self):
             raise IndexError(index)
         with self._lock:
             pending = self._pending.pop(index, None)
-        if pending is not None:
-            return pending.result()
-        return self._convert(index)
+            if pending is None:
+                pending = self._prefetcher.submit(self._convert, index)
+        return pending.result()
+
+    def switch_model_frames(self, open_reader: Callable[[], FrameReader]) -> Future[None] | None:
+        """Read the model's frames through the reader ``open_reader`` makes from now on (the
+        same frames, e.g. from a seek-friendly copy), and close the current one.
+
+        Queued as a task on the prefetch thread: reads asked for before it come from the old
+        reader, later ones from the new, and the new reader's thread is started there (not by
+        the caller, whose CPU priority it would inherit). The future fails if the new reader
+        cannot be opened or holds another number of frames (the old one stays); None when
+        this source is closed.
+        """
+        with self._lock:
+            if self._closed:
+                return None
+            return self._prefetcher.submit(self._switch, open_reader)
 
     def prefetch(self, index: int) -> None:
         """Convert ``index`` in the background so the model's next step finds it ready.
@@ -79,7 +103,7 @@ class FrameSource:
         propagation's walk in order (and reads ahead of it). Ignored outside the video.
         """
         with self._lock:
-            if not 0 <= index < len(self) or index in self._pending:
+            if self._closed or not 0 <= index < len(self) or index in self._pending:
                 return
             self._pending[index] = self._prefetcher.submit(self._convert, index)
             while len(self._pending) > _MAX_PENDING:
@@ -98,6 +122,8 @@ class FrameSource:
         return waiting + sum(r.buffer_nbytes() for r in readers)
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
         self._prefetcher.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             self._pending.clear()
@@ -107,6 +133,15 @@ class FrameSource:
 
     def _convert(self, index: int) -> torch.Tensor:
         return to_model_input(self._model_frames.frame(index), self.image_size)
+
+    def _switch(self, open_reader: Callable[[], FrameReader]) -> None:
+        reader = open_reader()
+        if reader.num_frames != self._num_frames:
+            reader.close()
+            raise ValueError(f"{reader.num_frames} frames offered to replace {self._num_frames}")
+        old, self._model_frames = self._model_frames, reader
+        if old is not self._frames:
+            old.close()
 
 
 def _succeeded(future: Future[torch.Tensor]) -> bool:

@@ -42,6 +42,8 @@ from deployments.engine.exports import (
 from deployments.engine.features import FeatureCache, FrameToEncode, UpcomingFrame
 from deployments.engine.frames import FrameSource
 from deployments.engine.masks import MaskStore, decode_mask, encode_masks
+from deployments.engine.seek_copy import SeekCopy
+from deployments.engine.video_source import FrameReader
 from deployments.protocol.errors import (
     ConflictError,
     FrameOutOfRangeError,
@@ -198,6 +200,9 @@ class Session:
         # if it raises, the request fails and the caller should drop this state.
         self.journal: Callable[[dict[str, Any]], None] = _no_journal
         self._seq = 0
+        # The seek-friendly copy of its frames the engine has made in the background, if any:
+        # reported in ``info`` while under way, cancelled by ``close``.
+        self.seek_copy: SeekCopy | None = None
 
     # ---- info -------------------------------------------------------------------------------
 
@@ -214,6 +219,7 @@ class Session:
             video=self.video,
             objects=objects,
             propagation=progress,
+            preparation=self.seek_copy.progress() if self.seek_copy else None,
         )
 
     def objects(self) -> list[ObjectInfo]:
@@ -395,13 +401,27 @@ class Session:
                 if obj_id in self._meta:
                     self._meta[obj_id] = _ObjectMeta(name, category)
 
+    def switch_model_frames(self, open_reader: Callable[[], FrameReader]) -> None:
+        """Read the model's frames through another reader of the same frames from now on (the
+        seek-friendly copy, once made; see ``FrameSource.switch_model_frames``), then drop the
+        image features computed from the old one, so every prompt after the switch reads the
+        new frames only. Raises what opening the reader raised (the old one stays)."""
+        switched = self.frames.switch_model_frames(open_reader)
+        if switched is None:  # closed
+            return
+        switched.result()
+        self._submit(self.feature_cache.clear).result()
+
     def close(self) -> None:
-        """Stop a running propagation and wait for it (its frame in flight is stored), then
-        free the model state, frame readers and mask store (the directory stays). Later calls
-        get SessionUnavailableError."""
+        """Stop the seek-friendly copy under way (its partial file removed) and a running
+        propagation, waiting for its frame in flight (stored), then free the model state, frame
+        readers and mask store (the directory stays). Later calls get
+        SessionUnavailableError."""
         with self._lock:
             self._closed = True
             running = self._running
+        if self.seek_copy is not None:
+            self.seek_copy.cancel()
         if running is not None:
             running.close()
         with self._lock:  # after an edit in progress

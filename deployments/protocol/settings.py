@@ -88,6 +88,20 @@ class EngineSettings(BaseSettings):
         description="Most frames the image encoder runs in one batch for sessions of a replica "
         "propagating at once (their next frames); 1 turns batching off.",
     )
+    seek_copy_gop: int = Field(
+        16,
+        ge=0,
+        description="Keyframe interval of the seek-friendly copy: an H.264 of the session's "
+        "frames at the model's size that a low-priority thread makes in the background, so a "
+        "click on a frame never visited decodes at most this many small frames; 0: never.",
+    )
+    seek_copy_min_mpixels: float = Field(
+        20.0,
+        ge=0,
+        description="Make the copy only when reading the session's costliest frame from its "
+        "source decodes more than this many megapixels (the frames from the keyframe before "
+        "it, times the source's pixels): 230 for 720p with 250-frame GOPs, 14 for 320x180.",
+    )
 
 
 class ServiceSettings(EngineSettings):

@@ -154,6 +154,17 @@ class PropagationProgress(BaseModel):
     total_frames: int
 
 
+class Preparation(BaseModel):
+    """Background work on the session's video that runs while the session is already usable."""
+
+    stage: str = Field(
+        description="`seek_copy`: a short-GOP copy of the session's frames at the model's size "
+        "is being made; clicks on frames never visited before answer faster once it is done."
+    )
+    done_frames: int
+    total_frames: int
+
+
 class SessionInfo(BaseModel):
     session_id: str
     status: Literal["ready", "restoring", "propagating"]
@@ -162,6 +173,7 @@ class SessionInfo(BaseModel):
     video: VideoInfo
     objects: list[ObjectInfo]
     propagation: PropagationProgress | None = None
+    preparation: Preparation | None = None
 
 
 class PromptResult(BaseModel):

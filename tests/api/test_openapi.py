@@ -59,3 +59,10 @@ def test_propagation_documents_the_ndjson_stream():
     responses = schema()["paths"]["/api/v1/sessions/{session_id}/propagate"]["post"]["responses"]
     assert "application/x-ndjson" in responses["200"]["content"]
     assert "409" in responses
+
+
+def test_a_session_reports_its_background_preparation():
+    schemas = schema()["components"]["schemas"]
+    preparation = schemas["Session"]["properties"]["preparation"]
+    assert {"$ref": "#/components/schemas/Preparation"} in preparation["anyOf"]
+    assert set(schemas["Preparation"]["required"]) == {"stage", "done_frames", "total_frames"}

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-from local_service import AVX2_CAP, cpu_flags, write_section
+from local_service import AVX2_CAP, cpu_flags, positive_int, write_section
 
 if TYPE_CHECKING:
     from deployments.protocol import EngineSettings
@@ -334,21 +334,16 @@ def section(args: argparse.Namespace, results: dict[str, Figures]) -> str:
     )
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
-    parser.add_argument("--frames", type=_positive, default=60)
-    parser.add_argument("--image-size", type=_positive, default=512)
-    parser.add_argument("--threads", type=_positive, default=2, help="torch threads on both sides")
+    parser.add_argument("--frames", type=positive_int, default=60)
+    parser.add_argument("--image-size", type=positive_int, default=512)
     parser.add_argument(
-        "--repeats", type=_positive, default=1, help="runs per side; medians reported"
+        "--threads", type=positive_int, default=2, help="torch threads on both sides"
+    )
+    parser.add_argument(
+        "--repeats", type=positive_int, default=1, help="runs per side; medians reported"
     )
     parser.add_argument(
         "--avx2-too",

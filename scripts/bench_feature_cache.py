@@ -40,7 +40,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # before sam2 imports tqdm
 import cv2
 import torch
 from bench_engine import JPEG_QUALITY, _clip_geometry, _decode, _timed
-from local_service import cpu_flags, write_section
+from local_service import cpu_flags, positive_int, write_section
 
 from deployments.engine import Session, SessionEngine
 from deployments.protocol import EngineSettings, Prompt, PropagationRequest, VideoOptions
@@ -254,21 +254,14 @@ def section(args: argparse.Namespace, result: Result) -> str:
     )
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
-    parser.add_argument("--frames", type=_positive, default=12, help="frames propagated")
-    parser.add_argument("--clicks", type=_positive, default=5, help="clicks per side")
-    parser.add_argument("--image-size", type=_positive, default=512)
-    parser.add_argument("--threads", type=_positive, default=2, help="torch threads")
-    parser.add_argument("--cache-mb", type=_positive, default=256, help="feature_cache_mb")
+    parser.add_argument("--frames", type=positive_int, default=12, help="frames propagated")
+    parser.add_argument("--clicks", type=positive_int, default=5, help="clicks per side")
+    parser.add_argument("--image-size", type=positive_int, default=512)
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch threads")
+    parser.add_argument("--cache-mb", type=positive_int, default=256, help="feature_cache_mb")
     parser.add_argument("--write", type=Path, help="markdown file to put the results section in")
     return parser.parse_args(argv)
 

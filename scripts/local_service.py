@@ -3,6 +3,7 @@ CPU facts a benchmark reports."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Iterator
@@ -62,3 +63,11 @@ def cpu_flags() -> str:
         return "unknown"
     wanted = sorted(f for f in flags if f.startswith(("avx512", "amx")))
     return ", ".join(wanted) or "no AVX-512 or AMX"
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value

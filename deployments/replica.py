@@ -6,7 +6,7 @@ checks and for other sessions. Every session-scoped method takes ``owner``, the 
 ingress found in the session store, and refuses a request that reached the wrong replica.
 
 The replica writes its sessions' prompt logs to the session store itself: each prompt, clear,
-removal and reset is appended, numbered, as the engine applies it (``Session.journal``). Every
+removal and reset is appended, numbered, as the engine applies it (``Session.persist``). Every
 ``reconcile_s`` it compares the sessions it took on with the store and frees those the store
 gives to no one here, so a create or rebuild that finished after its caller gave up, or a copy
 another replica rebuilt meanwhile, keeps no slot.
@@ -389,7 +389,7 @@ class SAM2Replica:
     def _adopt(self, session_id: str) -> None:
         """Take a session on for the store: its edits go to its prompt log, and reconciliation
         watches it (one-shot sessions are never adopted)."""
-        self.engine.session(session_id).journal = partial(self._journal, session_id)
+        self.engine.session(session_id).persist(partial(self._journal, session_id))
         self._adopted[session_id] = time.monotonic()
 
     def _journal(self, session_id: str, entry: LogEntry) -> None:

@@ -14,6 +14,7 @@ from deployments.protocol import (
     FrameMask,
     ObjectInfo,
     Preparation,
+    PropagationDone,
     PropagationProgress,
     VideoInfo,
     VideoOptions,
@@ -48,8 +49,8 @@ class Session(BaseModel):
     propagation: PropagationProgress | None = None
     preparation: Preparation | None = Field(
         None,
-        description="Background work on the video while the session is already usable (a "
-        "seek-friendly copy being made); null when none runs.",
+        description="Background work on the video while the session is already usable; null "
+        "when none runs (none does today).",
     )
 
 
@@ -102,6 +103,11 @@ class PropagationSummary(BaseModel):
     frames: int
     elapsed_s: float
     cancelled: bool
+    exact: bool = Field(True, description=PropagationDone.model_fields["exact"].description)
+    approximate_frames: list[tuple[int, int]] = Field(
+        default_factory=list,
+        description=PropagationDone.model_fields["approximate_frames"].description,
+    )
 
 
 class CancelResult(BaseModel):

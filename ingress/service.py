@@ -23,8 +23,8 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.protocol import (
     CREATE_METHOD,
+    ClearResult,
     DeadlineExceededError,
-    FrameMasks,
     InvalidRequestError,
     MaskPage,
     NotFoundError,
@@ -201,7 +201,7 @@ class SessionService:
 
     async def clear_prompts(
         self, session_id: str, frame_index: int, obj_id: int | None
-    ) -> FrameMasks:
+    ) -> ClearResult:
         record = await self.record(session_id)
         return await self.call(record, "clear_prompts", frame_index=frame_index, obj_id=obj_id)
 

@@ -48,6 +48,7 @@ from sam2serve.errors import (
 )
 from sam2serve.models import (
     RLE,
+    ClearResult,
     Direction,
     ExportFormat,
     FrameMask,
@@ -81,6 +82,7 @@ __all__ = [
     "BadVideoError",
     "BodyTooLargeError",
     "CapacityError",
+    "ClearResult",
     "Client",
     "ConflictError",
     "DeadlineExceededError",

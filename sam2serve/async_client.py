@@ -22,6 +22,7 @@ from sam2serve.client import MAX_MESSAGE_BYTES, Event
 from sam2serve.errors import APIError, TransportError, error_for
 from sam2serve.models import (
     RLE,
+    ClearResult,
     Direction,
     ExportFormat,
     FrameMasks,
@@ -191,7 +192,7 @@ class AsyncClient:
 
     async def clear_prompts(
         self, session_id: str, frame_index: int, obj_id: int | None = None
-    ) -> FrameMasks:
+    ) -> ClearResult:
         return await self._run(calls.clear_prompts(session_id, frame_index, obj_id))
 
     async def list_objects(self, session_id: str) -> list[ObjectInfo]:

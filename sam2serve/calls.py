@@ -20,6 +20,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from sam2serve.errors import APIError, ServiceUnavailableError, error_for
 from sam2serve.models import (
     RLE,
+    ClearResult,
     Direction,
     ExportFormat,
     FrameMasks,
@@ -324,9 +325,9 @@ def object_timeline(
     return Call("GET", path, as_model(Timeline), params=params)
 
 
-def clear_prompts(session_id: str, frame_index: int, obj_id: int | None) -> Call[FrameMasks]:
+def clear_prompts(session_id: str, frame_index: int, obj_id: int | None) -> Call[ClearResult]:
     path = f"{session_path(session_id)}/frames/{frame_index}/prompts"
-    return Call("DELETE", path, as_model(FrameMasks), params={"obj_id": obj_id})
+    return Call("DELETE", path, as_model(ClearResult), params={"obj_id": obj_id})
 
 
 def propagation_request(

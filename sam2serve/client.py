@@ -24,6 +24,7 @@ from sam2serve.calls import Call, OnRetry, Progress, Retries, RetryPolicy
 from sam2serve.errors import APIError, TransportError, error_for
 from sam2serve.models import (
     RLE,
+    ClearResult,
     Direction,
     ExportFormat,
     FrameMasks,
@@ -211,7 +212,7 @@ class Client:
 
     def clear_prompts(
         self, session_id: str, frame_index: int, obj_id: int | None = None
-    ) -> FrameMasks:
+    ) -> ClearResult:
         return self._run(calls.clear_prompts(session_id, frame_index, obj_id))
 
     def list_objects(self, session_id: str) -> list[ObjectInfo]:

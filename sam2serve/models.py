@@ -15,6 +15,13 @@ if TYPE_CHECKING:
     import numpy as np
 
 
+# What ``exact`` says on results (the server's contract, CONTRACT.md wave-3 Additions).
+_EXACT = (
+    "True: stock SAM 2's masks for the same operations, bit for bit. False: memory this needed "
+    "had left the session's retention window, and the server approximated."
+)
+
+
 class ApiModel(BaseModel):
     """Base of every result: unknown fields are ignored, known ones validated."""
 
@@ -114,6 +121,7 @@ class PromptResult(ApiModel):
     frame_index: int
     obj_id: int
     masks: list[FrameMask]
+    exact: bool = Field(True, description=_EXACT)
 
 
 class FrameMasks(ApiModel):
@@ -121,6 +129,12 @@ class FrameMasks(ApiModel):
 
     frame_index: int
     masks: list[FrameMask]
+
+
+class ClearResult(FrameMasks):
+    """Every object's mask on a frame after clearing prompts there."""
+
+    exact: bool = Field(True, description=_EXACT)
 
 
 class MaskPage(ApiModel):
@@ -134,6 +148,10 @@ class PropagationSummary(ApiModel):
     frames: int
     elapsed_s: float
     cancelled: bool
+    exact: bool = Field(True, description=_EXACT + " False if any frame used it.")
+    approximate_frames: list[tuple[int, int]] = Field(
+        default_factory=list, description="Runs [first, last] of frames that used it."
+    )
 
 
 class ReviewFrame(ApiModel):

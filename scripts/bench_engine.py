@@ -50,9 +50,8 @@ READING = (
     "hence alternating sides and the median. In float32 the engine's peak RSS is higher by "
     "its feature cache (`feature_cache_mb`: the features of the frames it computed last, so a "
     "click on them skips the image encoder), smaller under bf16 autocast. The engine "
-    "runs as served: with the default settings this clip's session (60 frames in one GOP, a "
-    "worst read of 31 megapixels) gets a seek-friendly copy, made in the background while it "
-    "propagates, and reads its later frames from the copy."
+    "runs as served, with the default settings: it decodes the source on demand and keeps "
+    "SAM 2's outputs within its retention window."
 )
 # What a side reports: figures, plus the torch build and threads it ran with.
 Figures = dict[str, float | int | str]

@@ -9,30 +9,22 @@ x264's default keyint has at most; one hour by default, cached under ``--cache``
 
 the same on real footage (``../shared/videos/01_dog.mp4``, 720p High profile with B-frames,
 looped by remuxing to an hour, GOPs of 250 and 39 frames), since flat synthetic frames decode
-several times faster than camera footage; reads from short-GOP copies of that footage (what a
-background job could prepare: transcoding speed, size, random reads); and SAM 2.1 tiny's click
-on this CPU (random weights, fp32, AVX2 as a plain CPU runs it): ``forward_image`` alone and a
-bare ``add_new_points_or_box`` on pre-extracted JPEGs, at image sizes 1024 and 256. A click on
-a never-visited frame costs the read plus the same model work, so the ratio printed last is
-what the 1.5x bar of issue 9 applies to.
+several times faster than camera footage; and SAM 2.1 tiny's click on this CPU (random
+weights, fp32, AVX2 as a plain CPU runs it): ``forward_image`` alone and a bare
+``add_new_points_or_box`` on pre-extracted JPEGs, at image sizes 1024 and 256. A click on a
+never-visited frame costs the read plus the same model work, so the ratio printed last is what
+the 1.5x bar of issue 9 applies to.
 
 With ``--sessions`` it measures the engine end to end instead (``SessionEngine`` at
 ``--session-size``, random weights, the compute dtype the engine picks): the time a 600-frame
 1080p upload (``surgery_robotic.mp4`` looped by remuxing) takes to become a session and the
-bytes the session stores beyond its source (its seek-friendly copy included, waited for); the
-time from an hour-long upload being complete to its first click answered; and clicks on
-never-visited frames against bare SAM 2 clicks on pre-extracted JPEGs of the same frames, both
-run on the engine's model thread, interleaved, once the session's seek-friendly copy is made
-(``--seek-copy-gop 0``: no copy, frames from the source).
-
-With ``--copy-settings`` it compares encoder settings for the seek-friendly copy on the first
-``--copy-frames`` frames of the footage and of the 1080p clip, at each of ``--sizes``: frames/s
-of making it, KB per frame, PSNR against the frames the model's reader decodes from the source,
-and random reads from it.
+bytes the session stores beyond its source; the time from an hour-long upload being complete to
+its first click answered; and clicks on never-visited frames (read from the source, as the
+model always reads it) against bare SAM 2 clicks on pre-extracted JPEGs of the same frames,
+both run on the engine's model thread, interleaved.
 
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python scripts/bench_video_source.py
     python scripts/bench_video_source.py --sessions
-    python scripts/bench_video_source.py --copy-settings --copy-frames 300
 """
 
 from __future__ import annotations
@@ -44,7 +36,6 @@ os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
 os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 
 import argparse
-import itertools
 import random
 import resource
 import shutil
@@ -60,7 +51,7 @@ import cv2
 import numpy as np
 from local_service import REPO
 
-from deployments.engine.video_source import VideoIndex, VideoReader, select_frames, target_size
+from deployments.engine.video_source import VideoIndex, VideoReader, select_frames
 from deployments.protocol.types import VideoOptions
 
 if TYPE_CHECKING:
@@ -196,39 +187,6 @@ def bench_source(label: str, source: Path, args: argparse.Namespace) -> dict[str
     return figures
 
 
-def transcode(source: Path, path: Path, side: int, gop: int, frames: int) -> float:
-    """A seek-friendly copy of ``source``'s first ``frames``: H.264 shrunk to ``side``, a
-    keyframe every ``gop`` frames, no B-frames. Returns the frames/s it was made at."""
-    started = time.perf_counter()
-    with av.open(str(source)) as clip, av.open(str(path), "w") as out:
-        src = clip.streams.video[0]
-        src.thread_type = "AUTO"
-        width, height = (2 * (n // 2) for n in target_size(src.width, src.height, side))
-        params = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0"
-        stream = out.add_stream(
-            "libx264", rate=src.average_rate, options={"preset": "veryfast", "x264-params": params}
-        )
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.thread_type = "AUTO"
-        for i, frame in enumerate(itertools.islice(clip.decode(src), frames)):
-            small = frame.reformat(width, height, "yuv420p", interpolation="AREA")
-            small.pts, small.time_base = i, 1 / src.average_rate
-            out.mux(stream.encode(small))
-        out.mux(stream.encode())
-    return frames / (time.perf_counter() - started)
-
-
-def bench_copy(footage: Path, side: int, gop: int, args: argparse.Namespace) -> dict[str, float]:
-    """Reads from a short-GOP copy, as a background job could prepare it per session."""
-    copy = args.cache / f"copy_{side}_gop{gop}.mp4"
-    figures = {"copy frames/s": transcode(footage, copy, side, gop, args.copy_frames)}
-    index = VideoIndex.build(copy)
-    figures["copy KB/frame"] = copy.stat().st_size / index.num_frames / 1e3
-    figures |= _percentiles("random read", bench_random(copy, index, args.reads, args.seed))
-    _print(f"short-GOP copy of the footage: side {side}, keyframe every {gop}", figures)
-    return figures
-
-
 def _percentiles(name: str, seconds: list[float]) -> dict[str, float]:
     ms = sorted(s * 1000 for s in seconds)
     return {
@@ -311,14 +269,13 @@ def _timed(fn: object, repeats: int) -> list[float]:
 # ---- sessions: the engine end to end --------------------------------------------------------
 
 
-def new_engine(root: Path, image_size: int, seek_copy_gop: int | None = None) -> SessionEngine:
+def new_engine(root: Path, image_size: int) -> SessionEngine:
     """An engine as a replica runs it (random weights), warmed up by one image encoding."""
     import torch
 
     from deployments.engine import SessionEngine
     from deployments.protocol.settings import EngineSettings
 
-    copies = {} if seek_copy_gop is None else {"seek_copy_gop": seek_copy_gop}
     settings = EngineSettings(
         weights="random",
         image_size=image_size,
@@ -326,7 +283,6 @@ def new_engine(root: Path, image_size: int, seek_copy_gop: int | None = None) ->
         storage_root=root,
         max_sessions=4,
         max_video_frames=200_000,  # the looped footage runs a few frames past an hour
-        **copies,
     )
     engine = SessionEngine(settings)
     warm = torch.zeros(1, 3, image_size, image_size)
@@ -342,43 +298,13 @@ def upload(engine: SessionEngine, video: Path) -> Path:
     return target
 
 
-def wait_for_copy(session: object) -> dict[str, object]:
-    """Wait until the session's seek-friendly copy is made; what it cost, or why there is none."""
-    from deployments.engine.seek_copy import worst_seek_mpixels
-    from deployments.engine.video import load_video
-
-    copy = session.seek_copy
-    video = load_video(session.directory)
-    worst = worst_seek_mpixels(video.index, video.selection)
-    if copy is None:
-        return {"seek copy": "none", "worst seek Mpix": worst}
-    started = time.perf_counter()
-    cpu = _others_cpu_s() + time.process_time()
-    while session.info().preparation is not None:
-        time.sleep(0.05)
-    waited = time.perf_counter() - started
-    return {
-        "seek copy": copy.state,
-        "worst seek Mpix": worst,
-        "copy waited s": waited,
-        "copy frames/s": copy.total_frames / waited,
-        "machine CPU s meanwhile": _others_cpu_s() + time.process_time() - cpu,
-        "copy KB/frame": copy.path.stat().st_size / copy.total_frames / 1e3
-        if copy.path.exists()
-        else 0.0,
-    }
-
-
 def bench_ready(engine: SessionEngine, video: Path) -> dict[str, float]:
-    """Time for an upload to become a session, and what the session stores beside it (its
-    seek-friendly copy made first, if it gets one)."""
+    """Time for an upload to become a session, and what the session stores beside it."""
     uploaded = upload(engine, video)
     started = time.perf_counter()
     info = engine.create_session(uploaded, move=True)
     ready_s = time.perf_counter() - started
-    session = engine.session(info.session_id)
-    copy = wait_for_copy(session)
-    directory = session.directory
+    directory = engine.session(info.session_id).directory
     stored = {p.name: p.stat().st_size for p in directory.iterdir()}
     source = stored.pop(f"source{video.suffix}")
     engine.delete_session(info.session_id)
@@ -387,7 +313,6 @@ def bench_ready(engine: SessionEngine, video: Path) -> dict[str, float]:
     return {
         "frames": frames,
         "session ready s": ready_s,
-        **copy,
         "source KB/frame": source / frames / 1e3,
         "stored beyond source B/frame": beyond / frames,
         "of the old JPEG bytes": f"{100 * beyond / frames / OLD_JPEG_BYTES_PER_FRAME:.3f}%",
@@ -435,7 +360,6 @@ def bench_unvisited_clicks(
     rng.shuffle(frames)
     point = np.array([[SIZE[0] / 2, SIZE[1] / 2]], np.float32)
     session = engine.session(engine.create_session(video).session_id)
-    copy = wait_for_copy(session)
     engine_s, bare_s = [], []
     others = _others_cpu_s()
     with tempfile.TemporaryDirectory() as jpegs:
@@ -455,7 +379,6 @@ def bench_unvisited_clicks(
     ratios = sorted(e / b for e, b in zip(engine_s, bare_s, strict=True))
     bare = statistics.median(bare_s)
     return {
-        **copy,
         "others CPU s meanwhile": others,
         "engine click p50 ms": statistics.median(engine_s) * 1000,
         "engine click max ms": max(engine_s) * 1000,
@@ -474,18 +397,12 @@ def _model_reads(
     session: object, video: Path, index: VideoIndex, frames: list[int], size: int
 ) -> list[float]:
     """Seconds to read each never-visited frame as the engine's model reader does (decode to
-    S x S, normalise), on a reader of its own: over the session's seek-friendly copy once it is
-    made, else over the source."""
+    S x S, normalise), on a reader of its own over the source."""
     from deployments.engine.frames import to_model_input
 
-    copy = session.seek_copy
-    if copy is not None and copy.state == "ready":
-        opened = copy.reader(VideoIndex.build(copy.path))
-    else:
-        selection = select_frames(index, VideoOptions(), max_frames=index.num_frames)
-        opened = VideoReader(video, index, selection, size=(size, size))
+    selection = select_frames(index, VideoOptions(), max_frames=index.num_frames)
     seconds = []
-    with opened as reader:
+    with VideoReader(video, index, selection, size=(size, size)) as reader:
         for frame in frames:
             started = time.perf_counter()
             to_model_input(reader.frame(frame), size)
@@ -526,12 +443,9 @@ def bench_sessions(args: argparse.Namespace, shapes: Path, footage: Path) -> Non
 
     clip = loop_footage(SURGERY, args.cache / "surgery_loop30.mp4", 30)
     with tempfile.TemporaryDirectory(dir=args.cache) as root:
-        engine = new_engine(Path(root), args.session_size, args.seek_copy_gop)
+        engine = new_engine(Path(root), args.session_size)
         threads = torch.get_num_threads()
-        copies = f"seek_copy_gop {engine.settings.seek_copy_gop}"
-        title = (
-            f"image size {args.session_size}, {engine.compute_dtype}, {threads} threads, {copies}"
-        )
+        title = f"image size {args.session_size}, {engine.compute_dtype}, {threads} threads"
         try:
             _print("600-frame 1080p upload (surgery_robotic.mp4 x 30)", bench_ready(engine, clip))
             length = f"{args.seconds} s"
@@ -544,71 +458,6 @@ def bench_sessions(args: argparse.Namespace, shapes: Path, footage: Path) -> Non
                 _print(f"never-visited frames, {label}: engine / bare ({title})", figures)
         finally:
             engine.close()
-
-
-def bench_copy_settings(args: argparse.Namespace, footage: Path) -> None:
-    """The seek-friendly copy's encoder settings compared (see the module's docstring)."""
-    from deployments.engine import seek_copy
-    from deployments.engine.frames import to_model_input
-    from deployments.engine.video import SessionVideo
-
-    clips = {
-        "720p footage": footage,
-        "1080p clip": loop_footage(SURGERY, args.cache / "surgery_loop30.mp4", 30),
-    }
-    variants = [(23, "veryfast", "yuv444p"), (18, "veryfast", "yuv444p")]
-    variants += [(18, "veryfast", "yuv420p"), (18, "ultrafast", "yuv444p")]
-    for label, path in clips.items():
-        index = VideoIndex.build(path)
-        end = float(index.times[min(args.copy_frames, index.num_frames)])
-        selection = select_frames(index, VideoOptions(end_time=end), max_frames=index.num_frames)
-        video = SessionVideo(path, index, selection)
-        for side in args.sizes:
-            with VideoReader(path, index, selection, size=(side, side)) as reader:
-                source = [reader.frame(k) for k in range(selection.num_frames)]
-            for crf, preset, pix_fmt in variants:
-                with tempfile.TemporaryDirectory(dir=args.cache) as scratch:
-                    copy = Path(scratch) / "copy.mp4"
-                    started = time.perf_counter()
-                    seek_copy.encode_copy(
-                        video,
-                        side,
-                        args.seek_copy_gop or 16,
-                        copy,
-                        crf=crf,
-                        preset=preset,
-                        pix_fmt=pix_fmt,
-                    )
-                    made_s = time.perf_counter() - started
-                    copy_index = VideoIndex.build(copy)
-                    whole = select_frames(copy_index, VideoOptions(), max_frames=10**6)
-                    with VideoReader(copy, copy_index, whole, size=(side, side)) as reader:
-                        copied = [reader.frame(k) for k in range(whole.num_frames)]
-                    psnr = [_psnr(a, b) for a, b in zip(copied, source, strict=True)]
-                    inputs = [
-                        float(np.abs(to_model_input(a, side) - to_model_input(b, side)).max())
-                        for a, b in zip(copied[::25], source[::25], strict=True)
-                    ]
-                    figures = {
-                        "copy frames/s": selection.num_frames / made_s,
-                        "copy KB/frame": copy.stat().st_size / selection.num_frames / 1e3,
-                        "PSNR mean dB": statistics.mean(psnr),
-                        "PSNR min dB": min(psnr),
-                        "model input max diff": max(inputs),
-                        **_percentiles(
-                            "random read", bench_random(copy, copy_index, args.reads, args.seed)
-                        ),
-                    }
-                _print(
-                    f"{label}, {selection.num_frames} frames: copy at {side}, crf {crf}, "
-                    f"{preset}, {pix_fmt}",
-                    figures,
-                )
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * np.log10(255**2 / max(mse, 1e-12))
 
 
 def shapes_frames(args: argparse.Namespace) -> int:
@@ -647,13 +496,6 @@ def main() -> None:
     parser.add_argument("--loops", type=int, default=374, help="Loops of the footage (1 h).")
     parser.add_argument("--clicks", type=int, default=3, help="Model timings per size.")
     parser.add_argument("--sizes", type=int, nargs="*", default=[1024, 256])
-    parser.add_argument(
-        "--copies",
-        nargs="*",
-        default=["1024:8", "1024:32", "512:16"],
-        help="Short-GOP copies to try, as SIDE:GOP.",
-    )
-    parser.add_argument("--copy-frames", type=int, default=1500, help="Frames per copy.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--sessions", action="store_true", help="Measure sessions through the engine instead."
@@ -661,15 +503,6 @@ def main() -> None:
     parser.add_argument("--session-size", type=int, default=1024, help="Engine's image size.")
     parser.add_argument(
         "--session-clicks", type=int, default=8, help="Never-visited frames clicked per video."
-    )
-    parser.add_argument(
-        "--seek-copy-gop",
-        type=int,
-        default=None,
-        help="The engine's seek_copy_gop (default: the settings'); 0: no seek-friendly copy.",
-    )
-    parser.add_argument(
-        "--copy-settings", action="store_true", help="Compare the copy's encoder settings."
     )
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -681,9 +514,6 @@ def main() -> None:
     shapes = synthesize(args.cache / f"shapes_720p_gop{GOP}_{frames}.mp4", frames)
     print(f"synthetic video: {shapes} ({time.perf_counter() - started:.0f} s to make or find)")
     footage = loop_footage(FOOTAGE, args.cache / f"footage_loop{args.loops}.mp4", args.loops)
-    if args.copy_settings:
-        bench_copy_settings(args, footage)
-        return
     if args.sessions:
         bench_sessions(args, shapes, footage)
         return
@@ -691,9 +521,6 @@ def main() -> None:
         "synthetic": bench_source(f"synthetic 720p, {frames} frames", shapes, args),
         "footage": bench_source(f"real 720p footage, {args.loops} loops", footage, args),
     }
-    for copy in args.copies:
-        side, gop = (int(n) for n in copy.split(":"))
-        reads[f"copy {copy}"] = bench_copy(footage, side, gop, args)
     sam = {size: bench_sam2(size, shapes, args.clicks) for size in args.sizes}
     _verdict(reads, sam)
 

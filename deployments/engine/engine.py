@@ -22,10 +22,10 @@ from deployments.engine import compilation
 from deployments.engine.executor import ModelExecutor
 from deployments.engine.features import EncoderBatcher
 from deployments.engine.frames import FrameSource
+from deployments.engine.host_memory import release_free_memory
 from deployments.engine.models import load_predictor, resolve_device
 from deployments.engine.precision import resolve_compute_dtype
 from deployments.engine.predictor import ServingVideoPredictor
-from deployments.engine.seek_copy import SeekCopy, SeekCopyWorker, worth_copying
 from deployments.engine.session import Session
 from deployments.engine.video import SessionVideo, load_video, store_video
 from deployments.engine.video_source import FrameReader, ImageReader, write_image
@@ -80,8 +80,6 @@ class SessionEngine:
         self._sessions: dict[str, Session] = {}
         self._creating: set[str] = set()
         self._lock = threading.Lock()
-        # Makes the sessions' seek-friendly copies, one at a time, at the lowest CPU priority.
-        self.seek_copies = SeekCopyWorker()
         # Seconds the warm-up took, compiling included (None: a given predictor, not warmed).
         self.warmup_s: float | None = None
         if predictor is None:
@@ -246,6 +244,7 @@ class SessionEngine:
             session = self._sessions.pop(session_id, None)
         if session is not None:
             session.close()
+            release_free_memory()
 
     def session(self, session_id: str) -> Session:
         """The open session; NotFoundError otherwise."""
@@ -271,12 +270,14 @@ class SessionEngine:
             session.close()
         finally:
             shutil.rmtree(session.directory, ignore_errors=True)
+            # Its frames and tensors were freed into malloc's arenas: give them back to the OS
+            # (host_memory; measured in docs/benchmarks.md, "Memory comes back").
+            release_free_memory()
 
     def close(self) -> None:
-        """Delete every session (files too) and stop the model and copy threads."""
+        """Delete every session (files too) and stop the model thread."""
         for session_id in list(self._sessions):
             self.delete_session(session_id)
-        self.seek_copies.close()
         self.executor.close()
 
     def shutdown(self) -> None:
@@ -284,35 +285,20 @@ class SessionEngine:
         and stop the model thread (a replica going away: downscale, redeploy)."""
         for session_id in list(self._sessions):
             self.forget_session(session_id)
-        self.seek_copies.close()
         self.executor.close()
 
     def _open_video(self, session_id: str, directory: Path, video: SessionVideo) -> Session:
-        """A session over a stored video. Where seeking its source is costly (``worth_copying``)
-        it gets a seek-friendly copy: used at once when a complete one is in the directory (a
-        session reopened), otherwise queued to be made in the background."""
+        """A session over a stored video, new or reopened: the same frames of the same source
+        either way (docs/architecture.md, "The model always reads the source")."""
+        return self._new_session(session_id, directory, video.info, self._frames(video))
+
+    def _frames(self, video: SessionVideo) -> FrameSource:
+        """The session's frames, both from its source: the model's reader decodes straight to
+        S x S, the frame-space reader (overlays, exports, frame JPEGs) gets a quarter of the
+        buffer."""
         size = self.predictor.image_size
         buffer_bytes = self.settings.frame_buffer_mb * 2**20
-        copy = None
-        if worth_copying(video, self.settings):
-            copy = SeekCopy(directory, video, size, self.settings.seek_copy_gop, buffer_bytes)
-        session = self._new_session(
-            session_id, directory, video.info, self._frames(video, copy, buffer_bytes)
-        )
-        if copy is not None:
-            session.seek_copy = copy
-            if copy.state != "ready":
-                self.seek_copies.submit(copy, session)
-        return session
-
-    def _frames(self, video: SessionVideo, copy: SeekCopy | None, buffer_bytes: int) -> FrameSource:
-        """The session's frames: the model's reader decodes straight to S x S (from a complete
-        seek-friendly copy if there is one), the frame-space reader (overlays, exports, frame
-        JPEGs) reads the source with a quarter of the buffer."""
-        size = self.predictor.image_size
-        model_frames = copy.open_complete() if copy is not None else None
-        if model_frames is None:
-            model_frames = video.reader(buffer_bytes, size=(size, size))
+        model_frames = video.reader(buffer_bytes, size=(size, size))
         try:
             frames = video.reader(buffer_bytes // 4)
         except BaseException:
@@ -335,6 +321,7 @@ class SessionEngine:
                 max_objects=self.settings.max_objects,
                 offload_state_to_cpu=self.settings.offload_state_to_cpu,
                 feature_cache_bytes=self.settings.feature_cache_mb * 2**20,
+                retention_bytes=int(self.settings.retention_mb * 2**20),
             )
         except BaseException:
             frames.close()

@@ -12,15 +12,16 @@ and ``GET .../frames/{k}`` at the session's frame size, so a scrub or an export 
 propagation does not make the model's reader seek.
 
 Every model-side read runs on the one prefetch thread, in the order asked for, so the model's
-reader can be replaced by another over the same frames (the seek-friendly copy, once made) as
-one more task in that order: no read sees a reader half replaced or closed.
+reader sees SAM 2's walk as SAM 2 makes it: a frame asked for never overtakes the prefetches
+queued before it. The model's reader reads the session's source for the session's whole life,
+so the same clicks give the same masks whenever they come (docs/architecture.md, "The model
+always reads the source").
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import cv2
@@ -58,8 +59,7 @@ class FrameSource:
 
     def __init__(self, model_frames: FrameReader, frames: FrameReader, image_size: int) -> None:
         self.image_size = image_size
-        self._num_frames = model_frames.num_frames
-        # Read and replaced on the prefetch thread only.
+        # Its frames are read on the prefetch thread only (see the module docstring).
         self._model_frames = model_frames
         self._frames = frames
         self._pending: OrderedDict[int, Future[torch.Tensor]] = OrderedDict()
@@ -68,7 +68,7 @@ class FrameSource:
         self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-prefetch")
 
     def __len__(self) -> int:
-        return self._num_frames
+        return self._model_frames.num_frames
 
     def __getitem__(self, index: int) -> torch.Tensor:
         """Frame ``index`` as the model's input; a prefetched one is handed over once. Raises
@@ -80,21 +80,6 @@ class FrameSource:
             if pending is None:
                 pending = self._prefetcher.submit(self._convert, index)
         return pending.result()
-
-    def switch_model_frames(self, open_reader: Callable[[], FrameReader]) -> Future[None] | None:
-        """Read the model's frames through the reader ``open_reader`` makes from now on (the
-        same frames, e.g. from a seek-friendly copy), and close the current one.
-
-        Queued as a task on the prefetch thread: reads asked for before it come from the old
-        reader, later ones from the new, and the new reader's thread is started there (not by
-        the caller, whose CPU priority it would inherit). The future fails if the new reader
-        cannot be opened or holds another number of frames (the old one stays); None when
-        this source is closed.
-        """
-        with self._lock:
-            if self._closed:
-                return None
-            return self._prefetcher.submit(self._switch, open_reader)
 
     def prefetch(self, index: int) -> None:
         """Convert ``index`` in the background so the model's next step finds it ready.
@@ -133,15 +118,6 @@ class FrameSource:
 
     def _convert(self, index: int) -> torch.Tensor:
         return to_model_input(self._model_frames.frame(index), self.image_size)
-
-    def _switch(self, open_reader: Callable[[], FrameReader]) -> None:
-        reader = open_reader()
-        if reader.num_frames != self._num_frames:
-            reader.close()
-            raise ValueError(f"{reader.num_frames} frames offered to replace {self._num_frames}")
-        old, self._model_frames = self._model_frames, reader
-        if old is not self._frames:
-            old.close()
 
 
 def _succeeded(future: Future[torch.Tensor]) -> bool:

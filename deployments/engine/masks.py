@@ -222,6 +222,14 @@ class MaskStore:
             (last,) = self._db.execute("SELECT MAX(propagation) FROM masks").fetchone()
         return last or 0
 
+    def propagated(self, propagation_id: int) -> list[tuple[int, int]]:
+        """(frame, object) of every mask the propagation computed that is still stored."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT frame, obj FROM masks WHERE propagation = ?", (propagation_id,)
+            )
+            return [(frame, obj) for frame, obj in rows]
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

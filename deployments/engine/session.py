@@ -1,21 +1,21 @@
 """``Session``: one video's SAM 2 state, frames and masks, and the operations on them.
 
-What lives where: SAM 2's inference state (memories of prompted frames and of the frames
-around the tracking position) on the model's device; the frames in the source video, decoded
-on demand by the ``FrameSource`` (a bounded buffer of the frames a walk needs); every computed
-mask in the ``MaskStore`` on the session directory. All model work runs on the shared
-``ModelExecutor``.
+What lives where: SAM 2's inference state (every prompt's outputs, and the outputs of tracked
+frames within the ``RetentionWindow``) on the model's device; the frames in the source video,
+decoded on demand by the ``FrameSource`` (a bounded buffer of the frames a walk needs); every
+computed mask in the ``MaskStore`` on the session directory; with ``persist``, the prompt log
+in the session store and SAM 2's prompt state in a ``StateCheckpoint`` beside the masks. All
+model work runs on the shared ``ModelExecutor``.
 
-SAM 2's state is a function of the prompt log: every prompt and propagation starts from it
-settled (``state.settle``: prompts consolidated, no non-conditioning outputs), and what else
-SAM 2 reads when a prompt is applied (how the frame was tracked, the stored mask that seeds
-it) is recorded in the prompt's log entry, so a rebuild that replays the log computes exactly
-what the session that was never rebuilt computes.
+Every operation is stock SAM 2's (``prompting``, ``SAM2VideoPredictor.propagate_in_video``)
+on that state, so its masks are stock SAM 2's, bit for bit, while what SAM 2 reads is still
+held; where the window dropped something it reads, the result says ``exact=False``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -28,9 +28,10 @@ from typing import Any, Literal, TypeVar
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from deployments.engine import prompting
 from deployments.engine import state as sam_state
+from deployments.engine.checkpoint import StateCheckpoint
 from deployments.engine.executor import ModelExecutor
 from deployments.engine.exports import (
     ExportFormat,
@@ -41,9 +42,9 @@ from deployments.engine.exports import (
 )
 from deployments.engine.features import FeatureCache, FrameToEncode, UpcomingFrame
 from deployments.engine.frames import FrameSource
+from deployments.engine.ledger import is_exact, mark_inexact
 from deployments.engine.masks import MaskStore, decode_mask, encode_masks
-from deployments.engine.seek_copy import SeekCopy
-from deployments.engine.video_source import FrameReader
+from deployments.engine.retention import RetentionWindow
 from deployments.protocol.errors import (
     ConflictError,
     FrameOutOfRangeError,
@@ -53,7 +54,7 @@ from deployments.protocol.errors import (
     SessionUnavailableError,
 )
 from deployments.protocol.types import (
-    RLE,
+    ClearResult,
     FrameMasks,
     MaskSource,
     ObjectInfo,
@@ -70,38 +71,16 @@ from deployments.protocol.types import (
     VideoInfo,
 )
 
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
-# Logit magnitude given to a mask rebuilt from the MaskStore when it seeds a refinement click
-# (SAM 2 clamps previous logits to +/-32; its own confident masks sit around +/-10..20).
-_SEED_LOGIT = 10.0
-# (frame index, bool masks [N, H, W] of the propagated objects, their scores)
-_StepResult = tuple[int, list[int], np.ndarray, list[float]]
+# (frame index, propagated objects, bool masks [N, H, W], their scores, all exact)
+_StepResult = tuple[int, list[int], np.ndarray, list[float], bool]
 
 
 @dataclass
 class _ObjectMeta:
     name: str | None = None
     category: str | None = None
-
-
-@dataclass(frozen=True)
-class _Context:
-    """What SAM 2 reads besides the prompt when it applies one, recorded in the prompt's log
-    entry so that a replay applies the same: how the frame had been tracked (SAM 2's
-    ``is_init_cond_frame`` and direction follow from it), and the stored mask that seeds a
-    click on a frame where SAM 2 holds no output (so it starts from the mask the user sees)."""
-
-    tracked: sam_state.Tracked = None
-    seed: RLE | None = None
-
-    @classmethod
-    def logged(cls, entry: dict[str, Any]) -> _Context:
-        seed = entry.get("seed")
-        return cls(entry.get("tracked"), None if seed is None else RLE.model_validate(seed))
-
-    def entry(self) -> dict[str, Any]:
-        seed = None if self.seed is None else self.seed.model_dump(mode="json")
-        return {"tracked": self.tracked, "seed": seed}
 
 
 @dataclass
@@ -117,6 +96,10 @@ class _Plan:
     propagation_id: int
     # Per object, its prompted frames: there the propagation hands back the prompt's mask.
     prompt_frames: dict[int, frozenset[int]]
+
+    def running(self) -> dict[str, Any]:
+        """What a checkpoint records of a propagation under way (``Session._mark_interrupted``)."""
+        return {"propagation_id": self.propagation_id, "start": self.start}
 
 
 class Propagation(Iterator[PropagationEvent]):
@@ -163,6 +146,7 @@ class Session:
         max_objects: int,
         offload_state_to_cpu: bool,
         feature_cache_bytes: int,
+        retention_bytes: int,
     ) -> None:
         self.id = session_id
         self.directory = directory
@@ -185,7 +169,10 @@ class Session:
             offload_state_to_cpu,
             self.feature_cache,
         )
-        self._window = sam_state.memory_window(predictor)
+        self._retention = RetentionWindow(sam_state.memory_window(predictor), retention_bytes)
+        # Where the latest propagation started and where each pass is or ended: the
+        # retention window keeps SAM 2's look-back around them.
+        self._anchors: list[int] = []
         self._meta: dict[int, _ObjectMeta] = {}
         # Held by every edit from its checks to its log entry, by the start and end of a
         # propagation, and by reads of objects, prompts and progress, so a read sees the
@@ -195,14 +182,19 @@ class Session:
         self._progress: PropagationProgress | None = None
         self._running: Propagation | None = None
         self._closed = False
-        # The prompt log's one writer: called under the session's lock right after each prompt,
-        # clear, removal or reset is applied, with the entry applied and its sequence number;
-        # if it raises, the request fails and the caller should drop this state.
-        self.journal: Callable[[dict[str, Any]], None] = _no_journal
+        # The prompt log's one writer (see ``persist``): called under the session's lock right
+        # after each prompt, clear, removal or reset is applied, with the entry applied and its
+        # sequence number; if it raises, the request fails and the caller should drop this state.
+        self._journal: Callable[[dict[str, Any]], None] = _no_journal
+        self._checkpoint: StateCheckpoint | None = None
         self._seq = 0
-        # The seek-friendly copy of its frames the engine has made in the background, if any:
-        # reported in ``info`` while under way, cancelled by ``close``.
-        self.seek_copy: SeekCopy | None = None
+
+    def persist(self, journal: Callable[[dict[str, Any]], None]) -> None:
+        """Log every operation through ``journal`` and keep SAM 2's prompt state in a
+        checkpoint on the session directory, so another replica can rebuild the session
+        (``restore``). One-shot sessions keep neither."""
+        self._journal = journal
+        self._checkpoint = StateCheckpoint(self.directory / "sam2_state")
 
     # ---- info -------------------------------------------------------------------------------
 
@@ -219,7 +211,6 @@ class Session:
             video=self.video,
             objects=objects,
             propagation=progress,
-            preparation=self.seek_copy.progress() if self.seek_copy else None,
         )
 
     def objects(self) -> list[ObjectInfo]:
@@ -277,56 +268,60 @@ class Session:
     def add_prompt(self, prompt: Prompt, *, last: bool = False) -> PromptResult:
         """Apply a prompt; returns the masks of every object on that frame. Unless it is the
         session's ``last`` (a one-shot image), its memory is encoded behind it, ahead of the
-        next edit.
+        next propagation.
 
         Raises FrameOutOfRangeError, InvalidPromptError (outside the frame, too many
         objects), ConflictError while a propagation runs.
         """
         self._check_frame(prompt.frame_index)
-        points, box, mask = self._prompt_inputs(prompt)
+        inputs = self._prompt_inputs(prompt)
         with self._idle():
             obj_id = prompt.obj_id if prompt.obj_id is not None else self._next_obj_id()
             if obj_id not in self._meta and len(self._meta) >= self.max_objects:
                 raise InvalidPromptError(f"a session holds at most {self.max_objects} objects")
-            mask_out, score, context = self._run(
-                lambda: self._apply_live(prompt, obj_id, points, box, mask)
-            )
+            applied = self._run(lambda: self._apply(prompt.frame_index, obj_id, inputs))
             if not last:
-                # Consolidating this prompt is the next edit's first step (settle); do its model
-                # work now, on the otherwise idle model thread. Should it fail, settle does it.
+                # SAM 2 encodes a prompt's memory when a propagation starts; do that model work
+                # now, on the otherwise idle model thread (the same tensors, computed earlier).
                 self._submit(
                     lambda: sam_state.encode_pending_memories(self._predictor, self._state)
                 )
             self._meta.setdefault(obj_id, _ObjectMeta())
-            self.masks.put(
-                prompt.frame_index, encode_masks([obj_id], mask_out[None], [score], ["prompt"])
-            )
-            applied = prompt.model_copy(update={"obj_id": obj_id}).model_dump(mode="json")
-            self._log({"op": "prompt", "prompt": applied, **context.entry()})
+            self._store_applied(prompt.frame_index, [applied], "prompt")
+            entry = prompt.model_copy(update={"obj_id": obj_id}).model_dump(mode="json")
+            self._log({"op": "prompt", "prompt": entry})
         return PromptResult(
             frame_index=prompt.frame_index,
             obj_id=obj_id,
             masks=self.masks.frame(prompt.frame_index),
+            exact=applied.exact,
         )
 
-    def clear_prompts(self, frame_index: int, obj_id: int | None = None) -> FrameMasks:
-        """Remove the prompts of one object (or of all) on a frame; returns the frame's masks."""
+    def clear_prompts(self, frame_index: int, obj_id: int | None = None) -> ClearResult:
+        """Remove the prompts of one object (or of all) on a frame; returns the frame's masks
+        as SAM 2 now holds them (``prompting.clear_prompts``)."""
         self._check_frame(frame_index)
         with self._idle():
             if obj_id is not None:
                 self._check_object(obj_id)
-            self._run(lambda: self._clear_prompts(frame_index, obj_id))
+            cleared = self._run(
+                lambda: self._after(
+                    prompting.clear_prompts(self._predictor, self._state, frame_index, obj_id)
+                )
+            )
+            self._store_applied(frame_index, cleared, "propagation")
             self._log({"op": "clear", "frame_index": frame_index, "obj_id": obj_id})
-        return FrameMasks(frame_index=frame_index, masks=self.masks.frame(frame_index))
+        return ClearResult(
+            frame_index=frame_index,
+            masks=self.masks.frame(frame_index),
+            exact=all(c.exact for c in cleared),
+        )
 
     def remove_object(self, obj_id: int) -> None:
         """Forget an object: its prompts, SAM 2 state and masks."""
         with self._idle():
             self._check_object(obj_id)
-            if obj_id in self._state["obj_id_to_idx"]:
-                self._run(
-                    lambda: self._predictor.remove_object(self._state, obj_id, need_output=False)
-                )
+            self._run(lambda: self._after(self._remove_in_model(obj_id)))
             self.masks.delete(obj_id=obj_id)
             del self._meta[obj_id]
             self._log({"op": "remove_object", "obj_id": obj_id})
@@ -387,41 +382,32 @@ class Session:
             self._running.cancel()
             return True
 
-    def restore(self, log: list[dict[str, Any]], names: dict[int, tuple[str | None, str | None]]):
-        """Rebuild SAM 2's state from the session store's prompt log, in the order of its
-        sequence numbers (entries without one first, as listed), on a session reopened from its
-        directory (another replica held it); later entries continue the numbering. The
-        MaskStore is left as it is: it already holds every mask computed before, on whichever
-        replica."""
+    def restore(
+        self, log: list[dict[str, Any]], names: dict[int, tuple[str | None, str | None]]
+    ) -> None:
+        """Rebuild SAM 2's state on a session reopened from its directory (another replica
+        held it): the checkpoint's prompt state, bit for bit, with no non-conditioning output
+        (as a live session whose window dropped them all), then the prompt-log entries after
+        the checkpoint's sequence number applied as live operations, in order. Without a
+        checkpoint (a log written before checkpoints existed) the whole log is replayed and
+        every output marked inexact. Later entries continue the numbering. The MaskStore is
+        left as it is: it already holds every mask computed before, on whichever replica."""
         entries = sorted(log, key=lambda entry: entry.get("seq", 0))
         with self._idle():
-            self._run(lambda: [self._replay(entry) for entry in entries])
-            self._seq = entries[-1].get("seq", 0) if entries else 0
+            self._seq = self._run(lambda: self._rebuild(entries))
+            self._meta = {obj_id: _ObjectMeta() for obj_id in self._state["obj_ids"]}
             for obj_id, (name, category) in names.items():
                 if obj_id in self._meta:
                     self._meta[obj_id] = _ObjectMeta(name, category)
-
-    def switch_model_frames(self, open_reader: Callable[[], FrameReader]) -> None:
-        """Read the model's frames through another reader of the same frames from now on (the
-        seek-friendly copy, once made; see ``FrameSource.switch_model_frames``), then drop the
-        image features computed from the old one, so every prompt after the switch reads the
-        new frames only. Raises what opening the reader raised (the old one stays)."""
-        switched = self.frames.switch_model_frames(open_reader)
-        if switched is None:  # closed
-            return
-        switched.result()
-        self._submit(self.feature_cache.clear).result()
+            self._save_checkpoint(None)
 
     def close(self) -> None:
-        """Stop the seek-friendly copy under way (its partial file removed) and a running
-        propagation, waiting for its frame in flight (stored), then free the model state, frame
-        readers and mask store (the directory stays). Later calls get
+        """Stop a running propagation, waiting for its frame in flight (stored), then free the
+        model state, frame readers and mask store (the directory stays). Later calls get
         SessionUnavailableError."""
         with self._lock:
             self._closed = True
             running = self._running
-        if self.seek_copy is not None:
-            self.seek_copy.cancel()
         if running is not None:
             running.close()
         with self._lock:  # after an edit in progress
@@ -439,9 +425,23 @@ class Session:
         return self._executor.run(self.id, fn)
 
     def _log(self, entry: dict[str, Any]) -> None:
-        """Number an applied operation and hand it to the journal (the session's lock held)."""
+        """Number an applied operation, hand it to the journal, then checkpoint the state it
+        led to (the session's lock held)."""
         self._seq += 1
-        self.journal({**entry, "seq": self._seq})
+        self._journal({**entry, "seq": self._seq})
+        self._save_checkpoint(None)
+
+    def _save_checkpoint(self, running: dict[str, Any] | None) -> None:
+        """Checkpoint SAM 2's prompt state at the current sequence number, if persisted. A
+        failed write is logged and leaves the older checkpoint: a rebuild then replays the
+        log entries after it."""
+        checkpoint = self._checkpoint
+        if checkpoint is None:
+            return
+        try:
+            self._run(lambda: checkpoint.save(self._state, self._seq, running))
+        except (OSError, RuntimeError):
+            logger.exception("checkpointing session %s failed", self.id)
 
     def _submit(self, fn: Callable[[], T], upcoming: UpcomingFrame | None = None) -> Future[T]:
         return self._executor.submit(self.id, fn, upcoming)
@@ -486,16 +486,15 @@ class Session:
             masked_frames=masked.get(obj_id, 0),
         )
 
-    def _prompt_inputs(
-        self, prompt: Prompt
-    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    def _prompt_inputs(self, prompt: Prompt) -> prompting.PromptInputs:
         """Points and box in frame pixels, mask as bool array; InvalidPromptError if outside."""
         w, h = self.video.width, self.video.height
         scale = np.array([w, h], dtype=np.float32) if prompt.normalized else np.ones(2, np.float32)
-        points = box = mask = None
+        points = labels = box = mask = None
         if prompt.points:
             points = np.asarray(prompt.points, dtype=np.float32) * scale
             self._check_inside(points, "point")
+            labels = np.asarray(prompt.labels or [1] * len(points), dtype=np.int32)
         if prompt.box is not None:
             box = np.asarray(prompt.box, dtype=np.float32).reshape(2, 2) * scale
             self._check_inside(box, "box corner")
@@ -508,7 +507,7 @@ class Session:
                 mask = decode_mask(prompt.mask)
             except (ValueError, TypeError, UnicodeError) as exc:
                 raise InvalidPromptError(f"mask is not a valid COCO RLE: {exc}") from exc
-        return points, box, mask
+        return prompting.PromptInputs(points, labels, box, mask, prompt.clear_old_points)
 
     def _check_inside(self, xy: np.ndarray, what: str) -> None:
         w, h = self.video.width, self.video.height
@@ -519,127 +518,104 @@ class Session:
                 f"{what} ({x:g}, {y:g}) lies outside the {w}x{h} frame", width=w, height=h
             )
 
-    def _apply_live(
-        self,
-        prompt: Prompt,
-        obj_id: int,
-        points: np.ndarray | None,
-        box: np.ndarray | None,
-        mask: np.ndarray | None,
-    ) -> tuple[np.ndarray, float, _Context]:
-        """A prompt on the settled state, with the context SAM 2 finds now (executor thread):
-        a click on a frame where SAM 2 holds no output of the object is seeded with its stored
-        mask, the mask the user sees."""
-        frame = prompt.frame_index
-        sam_state.settle(self._predictor, self._state)
-        seed = None
-        if mask is None and sam_state.frame_output(self._state, obj_id, frame) is None:
-            seed = next((m.rle for m in self.masks.frame(frame) if m.obj_id == obj_id), None)
-        context = _Context(sam_state.tracked(self._state, obj_id, frame), seed)
-        return *self._apply_prompt(prompt, obj_id, points, box, mask, context), context
-
-    def _apply_prompt(
-        self,
-        prompt: Prompt,
-        obj_id: int,
-        points: np.ndarray | None,
-        box: np.ndarray | None,
-        mask: np.ndarray | None,
-        context: _Context,
-    ) -> tuple[np.ndarray, float]:
-        """Model work of a prompt in ``context`` (executor thread): mask first, then points/box
-        on top."""
-        frame = prompt.frame_index
-        result = None
-        idx = self._predictor._obj_id_to_idx(self._state, obj_id)  # adds a new object
-        sam_state.set_tracked(self._state, idx, frame, context.tracked)
-        if mask is not None:
-            result = self._predictor.add_new_mask(
-                self._state, frame, obj_id, torch.from_numpy(mask)
-            )
-        if points is not None or box is not None:
-            labels = None
-            if points is not None:
-                labels = np.asarray(prompt.labels or [1] * len(points), dtype=np.int32)
-            with self._seeded(idx, frame, context.seed):
-                result = self._predictor.add_new_points_or_box(
-                    self._state,
-                    frame,
-                    obj_id,
-                    points=points,
-                    labels=labels,
-                    clear_old_points=prompt.clear_old_points or box is not None,
-                    normalize_coords=True,
-                    box=None if box is None else box.reshape(-1),
-                )
-        _, obj_ids, video_res_masks = result
-        out = sam_state.frame_output(self._state, obj_id, frame)
-        score = torch.sigmoid(out["object_score_logits"].float()).item()
-        return (video_res_masks[obj_ids.index(obj_id), 0] > 0).cpu().numpy(), score
-
-    @contextlib.contextmanager
-    def _seeded(self, obj_idx: int, frame: int, seed: RLE | None) -> Iterator[None]:
-        """Hand SAM 2 ``seed`` as the object's previous mask logits on ``frame``."""
-        if seed is None:
-            yield
-            return
-        temp = self._state["temp_output_dict_per_obj"][obj_idx]["cond_frame_outputs"]
-        temp[frame] = {"pred_masks": self._mask_logits(decode_mask(seed))}
-        try:
-            yield
-        except BaseException:
-            temp.pop(frame, None)
-            raise
-
-    def _mask_logits(self, mask: np.ndarray) -> torch.Tensor:
-        """A frame-space bool mask as SAM 2 low-res mask logits [1, 1, S/4, S/4]."""
-        size = self._predictor.image_size // 4
-        prob = F.interpolate(
-            torch.from_numpy(mask)[None, None].float(),
-            size=(size, size),
-            mode="bilinear",
-            antialias=True,
-            align_corners=False,
+    def _apply(self, frame: int, obj_id: int, inputs: prompting.PromptInputs) -> prompting.Applied:
+        """A prompt through stock SAM 2 (model thread); a dropped output of the frame is
+        stood in for by the stored mask (``prompting``)."""
+        applied = prompting.apply_prompt(
+            self._predictor, self._state, frame, obj_id, inputs, self._stored_mask
         )
-        logits = (prob * 2 - 1) * _SEED_LOGIT
-        return logits.to(self._state["storage_device"])
+        return self._after(applied)
 
-    def _clear_prompts(self, frame: int, obj_id: int | None) -> None:
-        """Model work of clearing prompts (executor thread): the masks those prompts made on
-        the frame go with them, until a propagation computes the frame again."""
-        for target in self._clear_in_model(frame, obj_id):
-            self.masks.delete(obj_id=target, frame_index=frame)
+    def _after(self, result: T) -> T:
+        """Let the retention window catch up with an edit (model thread)."""
+        self._retention.enforce(self._state, self._anchors)
+        return result
 
-    def _clear_in_model(self, frame: int, obj_id: int | None) -> list[int]:
-        """Clear the prompts on ``frame`` in SAM 2's state; the objects that had some."""
-        candidates = self._state["obj_ids"] if obj_id is None else [obj_id]
-        targets = [o for o in candidates if frame in sam_state.prompt_frames(self._state, o)]
-        for target in targets:
-            self._predictor.clear_all_prompts_in_frame(
-                self._state, frame, target, need_output=False
+    def _stored_mask(self, obj_id: int, frame: int) -> np.ndarray | None:
+        stored = next((m.rle for m in self.masks.frame(frame) if m.obj_id == obj_id), None)
+        return None if stored is None else decode_mask(stored)
+
+    def _store_applied(
+        self, frame: int, results: list[prompting.Applied], source: MaskSource
+    ) -> None:
+        """Store the masks an edit left on a frame; an object SAM 2 holds nothing of there
+        any more loses its mask."""
+        kept = [r for r in results if r.mask is not None]
+        for gone in (r for r in results if r.mask is None):
+            self.masks.delete(obj_id=gone.obj_id, frame_index=frame)
+        if kept:
+            masks = np.stack([r.mask for r in kept])
+            self.masks.put(
+                frame,
+                encode_masks(
+                    [r.obj_id for r in kept], masks, [r.score for r in kept], [source] * len(kept)
+                ),
             )
-        return targets
+
+    def _remove_in_model(self, obj_id: int) -> None:
+        if obj_id in self._state["obj_id_to_idx"]:
+            self._predictor.remove_object(self._state, obj_id, need_output=False)
+
+    def _rebuild(self, entries: list[dict[str, Any]]) -> int:
+        """Load the checkpoint and apply the log entries after it (model thread); the last
+        sequence number applied."""
+        checkpoint = self._checkpoint or StateCheckpoint(self.directory / "sam2_state")
+        seq, legacy = 0, not checkpoint.exists()
+        if not legacy:
+            seq, running = checkpoint.load(self._predictor, self._state)
+            if running is not None:
+                self._mark_interrupted(running)
+        for entry in entries:
+            if entry.get("seq", 0) > seq or legacy:
+                self._replay(entry)
+                seq = entry.get("seq", seq)
+        if legacy and entries:
+            prompting.mark_all_inexact(self._state)
+        self._retention.enforce(self._state, self._anchors)
+        return seq
 
     def _replay(self, entry: dict[str, Any]) -> None:
-        """One prompt-log entry applied to SAM 2's state only (executor thread)."""
+        """One prompt-log entry applied to SAM 2's state only (model thread). An entry written
+        before checkpoints existed says how its frame had been tracked: SAM 2 is shown that."""
         op = entry["op"]
         if op == "prompt":
             prompt = Prompt.model_validate(entry["prompt"])
-            sam_state.settle(self._predictor, self._state)
+            idx = self._predictor._obj_id_to_idx(self._state, prompt.obj_id)
+            sam_state.adopt(self._state, idx)
+            if "tracked" in entry:
+                sam_state.set_tracked(self._state, idx, prompt.frame_index, entry["tracked"])
             inputs = self._prompt_inputs(prompt)
-            self._apply_prompt(prompt, prompt.obj_id, *inputs, _Context.logged(entry))
-            self._meta.setdefault(prompt.obj_id, _ObjectMeta())
+            prompting.apply_prompt(
+                self._predictor,
+                self._state,
+                prompt.frame_index,
+                prompt.obj_id,
+                inputs,
+                self._stored_mask,
+            )
         elif op == "clear":
-            self._clear_in_model(entry["frame_index"], entry["obj_id"])
+            prompting.clear_prompts(
+                self._predictor, self._state, entry["frame_index"], entry["obj_id"]
+            )
         elif op == "remove_object":
-            if entry["obj_id"] in self._state["obj_id_to_idx"]:
-                self._predictor.remove_object(self._state, entry["obj_id"], need_output=False)
-            self._meta.pop(entry["obj_id"], None)
+            self._remove_in_model(entry["obj_id"])
         elif op == "reset":
             self._predictor.reset_state(self._state)
-            self._meta.clear()
         else:
             raise InvalidRequestError(f"unknown prompt-log entry {op!r}")
+
+    def _mark_interrupted(self, running: dict[str, Any]) -> None:
+        """A propagation was under way when the checkpoint was written and the replica died:
+        the frames it stored masks for were tracked, and stock SAM 2 would hold their outputs
+        (dropped here, so what reads them is inexact)."""
+        start = running["start"]
+        for frame, obj_id in self.masks.propagated(running["propagation_id"]):
+            idx = self._state["obj_id_to_idx"].get(obj_id)
+            if idx is None or frame in sam_state.prompt_frames(self._state, obj_id):
+                continue
+            how = "backward" if frame < start else "forward"
+            sam_state.set_tracked(self._state, idx, frame, how)
+            sam_state.non_cond_outputs(self._state, idx).dropped[frame] = 1
 
     def _plan(self, request: PropagationRequest) -> _Plan:
         prompted = sam_state.prompted_objects(self._state)
@@ -683,24 +659,39 @@ class Session:
         self, plan: _Plan, progress: PropagationProgress, cancel: threading.Event
     ) -> Generator[PropagationEvent | None, None, None]:
         """The session is claimed (``propagate``); the first ``next`` arms the cleanup."""
+        approximate: list[int] = []
         try:
             yield None
             began = time.perf_counter()
-            self._run(lambda: sam_state.settle(self._predictor, self._state))
+            self._run(lambda: self._begin(plan))
+            self._save_checkpoint(plan.running())
             for n, reverse in enumerate(plan.reverse_passes):
                 skip = plan.start if n > 0 else None  # reported by the first pass
-                yield from self._pass(plan, reverse, skip, progress, cancel)
+                yield from self._pass(plan, reverse, skip, progress, cancel, approximate)
                 if cancel.is_set():
                     break
             yield PropagationDone(
                 frames=progress.done_frames,
                 elapsed_s=round(time.perf_counter() - began, 4),
                 cancelled=cancel.is_set(),
+                exact=not approximate,
+                approximate_frames=_runs(approximate),
             )
         finally:
+            self._save_checkpoint(None)
             with self._lock:
                 self._progress = None
                 self._running = None
+
+    def _begin(self, plan: _Plan) -> None:
+        """Consolidate the prompts into SAM 2's memory now (what ``propagate_in_video`` does
+        first; its own call then finds nothing to do), so the checkpoint written before the
+        first frame holds them (model thread)."""
+        sam_state.forget_lookups(self._state)
+        self._predictor.propagate_in_video_preflight(
+            sam_state.object_view(self._state, plan.obj_ids)
+        )
+        self._anchors = [plan.start]
 
     def _pass(
         self,
@@ -709,10 +700,12 @@ class Session:
         skip: int | None,
         progress: PropagationProgress,
         cancel: threading.Event,
+        approximate: list[int],
     ) -> Iterator[FrameMasks]:
         """One direction, pipelined by one frame: the model computes frame k+1 while frame k is
         encoded, stored and handed out. A frame in flight when the consumer leaves is still
-        stored, so every computed mask lands in the MaskStore."""
+        stored, so every computed mask lands in the MaskStore. Frames computed from memory the
+        window had dropped go to ``approximate``."""
         view = sam_state.object_view(self._state, plan.obj_ids)
         steps = self._predictor.propagate_in_video(
             view,
@@ -720,12 +713,15 @@ class Session:
             max_frame_num_to_track=plan.max_frames,
             reverse=reverse,
         )
+        self._anchors.append(plan.start)
         step, upcoming = self._step_fn(steps, view, plan, reverse)
         pending: Future[_StepResult | None] | None = self._submit(step, upcoming)
         try:
             while (result := pending.result()) is not None:
                 pending = None if cancel.is_set() else self._submit(step, upcoming)
                 event = self._record(result, plan)
+                if not result[-1]:
+                    approximate.append(event.frame_index)
                 if event.frame_index != skip:
                     with self._lock:
                         progress.done_frames += 1
@@ -743,8 +739,9 @@ class Session:
     def _step_fn(
         self, steps: Iterator, view: sam_state.State, plan: _Plan, reverse: bool
     ) -> tuple[Callable[[], _StepResult | None], UpcomingFrame]:
-        """One frame of SAM 2's propagation plus trimming its state (executor thread), and the
-        frame the next step will run the image encoder on, for the ``EncoderBatcher``."""
+        """One frame of SAM 2's propagation, whether it read what stock SAM 2 reads, and the
+        retention window moved along (executor thread); and the frame the next step will run
+        the image encoder on, for the ``EncoderBatcher``."""
         sign = -1 if reverse else 1
         # SAM 2's processing order (propagate_in_video); backward from frame 0 walks nothing.
         if reverse:
@@ -765,14 +762,17 @@ class Session:
             # The next frame is usually prefetched already; start the one after it now.
             self.frames.prefetch(frame + sign)
             self.frames.prefetch(frame + 2 * sign)
-            sam_state.trim(self._state, (frame, plan.start), self._window)
+            exact = all([_tracked_exactly(view, i, frame) for i in range(len(obj_ids))])
+            self._anchors[-1] = frame
+            self._retention.enforce(self._state, self._anchors)
             scores = [
                 torch.sigmoid(
                     sam_state.frame_output(self._state, o, frame)["object_score_logits"].float()
                 ).item()
                 for o in obj_ids
             ]
-            return frame, list(obj_ids), (video_res_masks[:, 0] > 0).cpu().numpy(), scores
+            masks = (video_res_masks[:, 0] > 0).cpu().numpy()
+            return frame, list(obj_ids), masks, scores, exact
 
         def upcoming() -> FrameToEncode | None:
             """None past the walk's end, and where every object has a prompt (SAM 2 reuses
@@ -787,12 +787,36 @@ class Session:
 
     def _record(self, result: _StepResult, plan: _Plan) -> FrameMasks:
         """Store a propagated frame's masks, marked with where each came from."""
-        frame, obj_ids, masks, scores = result
+        frame, obj_ids, masks, scores, _ = result
         sources: list[MaskSource] = [
             "prompt" if frame in plan.prompt_frames[o] else "propagation" for o in obj_ids
         ]
         self.masks.put(frame, encode_masks(obj_ids, masks, scores, sources, plan.propagation_id))
         return FrameMasks(frame_index=frame, masks=self.masks.frame(frame))
+
+
+def _tracked_exactly(view: sam_state.State, obj_idx: int, frame: int) -> bool:
+    """Whether the object's output on a frame SAM 2 just tracked is stock SAM 2's: a prompted
+    frame's is the prompt's; another's was computed from memory, which must have been read
+    exactly (its output is marked otherwise)."""
+    outputs = view["output_dict_per_obj"][obj_idx]
+    if frame in outputs["cond_frame_outputs"]:
+        return is_exact(outputs["cond_frame_outputs"][frame])
+    exact = sam_state.read_exact(view, obj_idx, read_memory=True)
+    if not exact:
+        mark_inexact(dict.get(outputs["non_cond_frame_outputs"], frame))
+    return exact
+
+
+def _runs(frames: list[int]) -> list[tuple[int, int]]:
+    """Sorted frames as runs [first, last] of consecutive frames."""
+    runs: list[tuple[int, int]] = []
+    for frame in sorted(set(frames)):
+        if runs and frame == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], frame)
+        else:
+            runs.append((frame, frame))
+    return runs
 
 
 def _no_journal(entry: dict[str, Any]) -> None:

@@ -1,7 +1,8 @@
 """Operations on SAM 2's ``inference_state`` dict that the predictor does not offer: building
-it over a lazy ``FrameSource``, restricting it to some objects, dropping what tracking no
-longer needs, settling it between operations, and measuring it. The dict's layout is
-SAM2VideoPredictor's (sam2 1.1.0)."""
+it over a lazy ``FrameSource``, giving new objects the serving containers (``ledger``),
+restricting it to some objects, telling whether an operation read what stock SAM 2 reads, and
+measuring it. The dict's layout is SAM2VideoPredictor's (sam2 1.1.0); the session changes it
+only through SAM 2's own methods and this module."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 from deployments.engine.features import FeatureCache
 from deployments.engine.frames import FrameSource
+from deployments.engine.ledger import NonCondOutputs, TrackedFrames, is_exact
 
 State = dict[str, Any]
 # How SAM 2 tracked an object onto a frame (``frames_tracked_per_obj``); None: never.
@@ -99,16 +101,61 @@ def prompt_frames(state: State, obj_id: int) -> list[int]:
 
 
 def frame_output(state: State, obj_id: int, frame_index: int) -> dict | None:
-    """SAM 2's latest output for an object on a frame, where it still holds one."""
+    """SAM 2's latest output for an object on a frame, where it still holds one (looked up
+    without counting as a read of SAM 2's)."""
     idx = state["obj_id_to_idx"].get(obj_id)
     if idx is None:
         return None
     for container in (state["temp_output_dict_per_obj"][idx], state["output_dict_per_obj"][idx]):
         for key in ("cond_frame_outputs", "non_cond_frame_outputs"):
-            out = container[key].get(frame_index)
+            out = dict.get(container[key], frame_index)
             if out is not None:
                 return out
     return None
+
+
+def adopt(state: State, obj_idx: int) -> None:
+    """Give an object slot SAM 2 just made the serving containers (``ledger``), once."""
+    outputs = state["output_dict_per_obj"][obj_idx]
+    if not isinstance(outputs["non_cond_frame_outputs"], NonCondOutputs):
+        num_frames = state["num_frames"]
+        assert not outputs["non_cond_frame_outputs"], "adopt a new slot only"
+        outputs["non_cond_frame_outputs"] = NonCondOutputs(num_frames)
+        state["frames_tracked_per_obj"][obj_idx] = TrackedFrames(num_frames)
+
+
+def non_cond_outputs(state: State, obj_idx: int) -> NonCondOutputs:
+    return state["output_dict_per_obj"][obj_idx]["non_cond_frame_outputs"]
+
+
+def forget_lookups(state: State) -> None:
+    """Start an operation: nothing looked up yet."""
+    for outputs in state["output_dict_per_obj"].values():
+        outputs["non_cond_frame_outputs"].looked_up.clear()
+
+
+def read_exact(state: State, obj_idx: int, read_memory: bool) -> bool:
+    """Whether what SAM 2 just read for the object equals what stock SAM 2 reads: every
+    non-conditioning output it looked up (not dropped, exact) and, when it attended to memory,
+    every conditioning output (sam2.1 attends to all of them: ``max_cond_frames_in_attn``
+    is -1)."""
+    exact = non_cond_outputs(state, obj_idx).lookups_exact()
+    if read_memory:
+        cond = state["output_dict_per_obj"][obj_idx]["cond_frame_outputs"].values()
+        exact = exact and all(is_exact(out) for out in cond)
+    return exact
+
+
+def previous_prompt_output(
+    state: State, obj_idx: int, frame_index: int, is_cond: bool
+) -> dict | None:
+    """The prompt output whose mask logits SAM 2 feeds a click on ``frame_index``, where
+    there is one (``add_new_points_or_box`` looks there before the non-conditioning one)."""
+    key = "cond_frame_outputs" if is_cond else "non_cond_frame_outputs"
+    temp = state["temp_output_dict_per_obj"][obj_idx][key].get(frame_index)
+    if temp is not None:
+        return temp
+    return state["output_dict_per_obj"][obj_idx]["cond_frame_outputs"].get(frame_index)
 
 
 def tracked(state: State, obj_id: int, frame_index: int) -> Tracked:
@@ -129,19 +176,6 @@ def set_tracked(state: State, obj_idx: int, frame_index: int, how: Tracked) -> N
         frames.pop(frame_index, None)
     else:
         frames[frame_index] = {"reverse": how == "backward"}
-
-
-def settle(predictor: SAM2VideoPredictor, state: State) -> None:
-    """Bring the state to the form every prompt and propagation starts from: each prompt's
-    output consolidated into SAM 2's memory (what a propagation's preflight does) and no
-    non-conditioning output (what earlier propagations left; their masks are in the
-    MaskStore). What SAM 2 then holds follows from the prompts alone, so a replay of the
-    prompt log rebuilds it exactly."""
-    prompted = prompted_objects(state)
-    if prompted:
-        predictor.propagate_in_video_preflight(object_view(state, prompted))
-    for outputs in state["output_dict_per_obj"].values():
-        outputs["non_cond_frame_outputs"].clear()
 
 
 def encode_pending_memories(predictor: SAM2VideoPredictor, state: State) -> None:
@@ -175,20 +209,6 @@ def memory_window(model: torch.nn.Module) -> int:
     (``num_maskmem`` at the eval stride) and its object pointers."""
     stride = model.memory_temporal_stride_for_eval
     return max(model.num_maskmem * stride, model.max_obj_ptrs_in_encoder)
-
-
-def trim(state: State, anchors: tuple[int, ...], window: int) -> None:
-    """Drop non-conditioning outputs farther than ``window`` frames from every anchor.
-
-    Anchors are the frame being tracked and the propagation's start frame (tracking the other
-    direction from the start reads the memories next to it). Conditioning frames (every
-    prompted frame) are kept; masks themselves are safe in the MaskStore.
-    """
-    for outputs in state["output_dict_per_obj"].values():
-        non_cond = outputs["non_cond_frame_outputs"]
-        stale = [t for t in non_cond if all(abs(t - a) > window for a in anchors)]
-        for t in stale:
-            del non_cond[t]
 
 
 def nbytes(state: State) -> int:

@@ -640,29 +640,6 @@ class VideoReader:
         return k == cursor
 
 
-def decode_selection(
-    source: Path,
-    index: VideoIndex,
-    selection: VideoSelection,
-    size: tuple[int, int],
-    cancelled: Callable[[], bool] = lambda: False,
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Every frame of the selection in order, as (session frame, RGB uint8 at ``size``), by one
-    sequential decode (seeking only over what a stride skips past a keyframe), converted as a
-    ``VideoReader`` at that size converts them. Stops early once ``cancelled()``. Raises
-    SourceChangedError when ``source`` is not the file indexed, BadVideoError for a frame it
-    cannot decode."""
-    index.check_source(source)
-    decoder = _Decoder(source, index, size)
-    try:
-        first, stride = selection.first, selection.stride
-        positions = range(first, first + selection.num_frames * stride, stride)
-        for position, rgb in decoder.read(positions, cancelled):
-            yield (position - first) // stride, rgb
-    finally:
-        decoder.close()
-
-
 class _Decoder:
     """The source's container and decoder, positioned where the last read stopped. Used by one
     thread at a time (the reader's worker)."""

@@ -82,25 +82,19 @@ class EngineSettings(BaseSettings):
         "least recently used evicted past this (the last frame always kept, as SAM 2 does). "
         "A frame at 1024 takes 16 MiB in float32, 10 MiB under bfloat16 autocast.",
     )
+    retention_mb: float = Field(
+        256,
+        ge=0,
+        description="SAM 2 outputs of propagated frames a session keeps beyond its protected "
+        "window (16 frames around each prompt and each propagation's end), most recent "
+        "first. An operation that needs a dropped one is approximated and reported "
+        "exact=false. A frame and object at 1024 take 1.3 MiB in float32, 0.8 MiB in bfloat16.",
+    )
     max_encoder_batch: int = Field(
         3,
         ge=1,
         description="Most frames the image encoder runs in one batch for sessions of a replica "
         "propagating at once (their next frames); 1 turns batching off.",
-    )
-    seek_copy_gop: int = Field(
-        16,
-        ge=0,
-        description="Keyframe interval of the seek-friendly copy: an H.264 of the session's "
-        "frames at the model's size that a low-priority thread makes in the background, so a "
-        "click on a frame never visited decodes at most this many small frames; 0: never.",
-    )
-    seek_copy_min_mpixels: float = Field(
-        20.0,
-        ge=0,
-        description="Make the copy only when reading the session's costliest frame from its "
-        "source decodes more than this many megapixels (the frames from the keyframe before "
-        "it, times the source's pixels): 230 for 720p with 250-frame GOPs, 14 for 320x180.",
     )
 
 

@@ -158,8 +158,8 @@ class Preparation(BaseModel):
     """Background work on the session's video that runs while the session is already usable."""
 
     stage: str = Field(
-        description="`seek_copy`: a short-GOP copy of the session's frames at the model's size "
-        "is being made; clicks on frames never visited before answer faster once it is done."
+        description="The background step under way. The service runs none today (its model "
+        "reads each session's source video as it is); the field stays for the contract."
     )
     done_frames: int
     total_frames: int
@@ -176,12 +176,28 @@ class SessionInfo(BaseModel):
     preparation: Preparation | None = None
 
 
+_EXACT = (
+    "True: the masks stock SAM 2 computes for the same operations, bit for bit given the "
+    "weights, frames and dtype. False: SAM 2 memory this needed had left the session's "
+    "retention window, and the service used its documented approximation."
+)
+
+
 class PromptResult(BaseModel):
     """The masks of every object on the prompted frame after the prompt."""
 
     frame_index: int
     obj_id: int
     masks: list[FrameMask]
+    exact: bool = Field(True, description=_EXACT)
+
+
+class ClearResult(BaseModel):
+    """The masks of every object on a frame after clearing prompts there."""
+
+    frame_index: int
+    masks: list[FrameMask]
+    exact: bool = Field(True, description=_EXACT)
 
 
 class FrameMasks(BaseModel):
@@ -206,6 +222,11 @@ class PropagationDone(BaseModel):
     frames: int
     elapsed_s: float
     cancelled: bool
+    exact: bool = Field(True, description=_EXACT + " False if any frame used it.")
+    approximate_frames: list[tuple[int, int]] = Field(
+        default_factory=list,
+        description="Runs [first, last] of frames whose masks used the approximation.",
+    )
 
 
 PropagationEvent = FrameMasks | PropagationDone

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Response
 
-from deployments.protocol import ObjectInfo, ObjectTimeline, Prompt, PromptResult
+from deployments.protocol import ClearResult, ObjectInfo, ObjectTimeline, Prompt, PromptResult
 from ingress.routers.deps import Service, Thresholds
 from ingress.schemas import (
     ERROR_RESPONSES,
-    FrameMasksResponse,
     ObjectList,
     ObjectPatch,
     SessionId,
@@ -56,13 +55,12 @@ async def delete_object(session_id: SessionId, obj_id: int, service: Service) ->
 
 
 @router.delete(
-    "/frames/{frame_index}/prompts", response_model=FrameMasksResponse, responses=ERROR_RESPONSES
+    "/frames/{frame_index}/prompts", response_model=ClearResult, responses=ERROR_RESPONSES
 )
 async def clear_prompts(
     session_id: SessionId,
     frame_index: int,
     service: Service,
     obj_id: int | None = Query(None, description="Only this object's prompts."),
-) -> FrameMasksResponse:
-    masks = await service.clear_prompts(session_id, frame_index, obj_id)
-    return FrameMasksResponse(frame_index=masks.frame_index, masks=masks.masks)
+) -> ClearResult:
+    return await service.clear_prompts(session_id, frame_index, obj_id)

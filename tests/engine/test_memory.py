@@ -1,6 +1,6 @@
-"""Bounded memory: SAM 2 state stays flat over a long propagation, decoded frames stay within
-their buffer, and a click on a frame whose outputs were dropped still starts from that frame's
-stored mask."""
+"""Bounded memory: with no retention budget SAM 2 state stays flat over a long propagation,
+decoded frames stay within their buffer, and a click on a frame whose outputs were dropped
+starts from that frame's stored mask and says it is not stock SAM 2's."""
 
 from __future__ import annotations
 
@@ -22,7 +22,16 @@ def long_video(tmp_path_factory):
     return write_video(tmp_path_factory.mktemp("long") / "long.mp4", num_frames=201, size=(96, 72))
 
 
-def test_state_after_200_frames_is_at_most_1_2x_the_state_after_40(engine, long_video):
+@pytest.fixture
+def lean_engine(tmp_path, predictor):
+    """An engine whose sessions keep only the protected window (``retention_mb=0``)."""
+    engine = SessionEngine(engine_settings(tmp_path, retention_mb=0), predictor=predictor)
+    yield engine
+    engine.close()
+
+
+def test_state_after_200_frames_is_at_most_1_2x_the_state_after_40(lean_engine, long_video):
+    engine = lean_engine
     session = engine.session(engine.create_session(long_video).session_id)
     session.add_prompt(Prompt(frame_index=0, points=[(20, 36)]))
     sizes = {}
@@ -38,7 +47,8 @@ def test_state_after_200_frames_is_at_most_1_2x_the_state_after_40(engine, long_
     assert len(list(session.masks.frames())) == 201
 
 
-def test_click_on_a_dropped_frame_starts_from_its_stored_mask(engine, long_video, monkeypatch):
+def test_click_on_a_dropped_frame_starts_from_its_stored_mask(lean_engine, long_video, monkeypatch):
+    engine = lean_engine
     session = engine.session(engine.create_session(long_video).session_id)
     session.add_prompt(Prompt(frame_index=0, points=[(20, 36)]))
     list(session.propagate(PropagationRequest(direction="forward", max_frames=80)))
@@ -53,7 +63,8 @@ def test_click_on_a_dropped_frame_starts_from_its_stored_mask(engine, long_video
         return original(*args, **kwargs)
 
     monkeypatch.setattr(engine.predictor, "_run_single_frame_inference", observe)
-    session.add_prompt(Prompt(frame_index=50, obj_id=1, points=[(60, 36)], labels=[0]))
+    result = session.add_prompt(Prompt(frame_index=50, obj_id=1, points=[(60, 36)], labels=[0]))
+    assert result.exact is False
     [logits] = seen
     assert logits is not None
     size = engine.predictor.image_size // 4

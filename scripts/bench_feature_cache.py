@@ -12,8 +12,8 @@ difference is the cache. Each side gets a click on frame 0, then rounds of a for
 propagation and one click on a propagated frame (never the last one, never one clicked
 before): every timed click is the first correction after a propagation, with the same prompts
 consolidated on every side. The engine's clicks include everything the
-engine does for a click: settling SAM 2's state (``state.settle``), the seed mask from the
-MaskStore, RLE encoding and storing; the memory of each click, encoded on the model thread
+engine does for a click: SAM 2's own correction on the session's state, RLE encoding and
+storing; the memory of each click, encoded on the model thread
 right behind it, is left to finish before the next click is timed (as an annotator's pause
 lets it). Ratios of medians are the figures; other processes' CPU time during each side's
 clicks says how far to trust them.
@@ -240,15 +240,14 @@ def section(args: argparse.Namespace, result: Result) -> str:
         "and every side holds the same prompts; the three sides click in turns, each side "
         "first in turn. Bare: "
         "`add_new_points_or_box` in a predictor whose one-frame cache holds another frame. "
-        "Engine: `Session.add_prompt` whole (settling SAM 2's state, seed mask, RLE, "
-        "MaskStore; the previous click's memory, encoded right behind it, done before the "
-        "next side's click is timed), every click a feature-cache hit "
+        "Engine: `Session.add_prompt` whole (SAM 2's own `add_new_points_or_box` on the "
+        "session's state, RLE, MaskStore; the previous click's memory, encoded right behind "
+        "it, done before the next side's click is timed), every click a feature-cache hit "
         f"({result.frame_mib:.1f} MiB of features per frame); budget 0: the same with "
-        "SAM 2's one frame, so the encoder runs. Besides the encoder, the engine's click "
-        "attends to fewer memories than the bare one: the engine settles SAM 2's state before "
-        "each prompt, which drops the propagation's non-conditioning outputs (their masks are "
-        "stored), while bare SAM 2 still holds up to 6 of them around the frame. The bar "
-        "(issue 13): the cached click at most 0.5x the bare one. Other processes' CPU-s per "
+        "SAM 2's one frame, so the encoder runs. Both sides attend to the same memories: the "
+        "engine's click is stock SAM 2's correction (the propagation's outputs are within "
+        "the retention window), so the difference is the image encoder. The bar "
+        "(issues 13, 18): the cached click at most 0.5x the bare one. Other processes' CPU-s per "
         "second: 0 on a quiet machine, up to the number of CPUs when they keep it busy.\n\n"
         f"{table(result)}\n"
     )

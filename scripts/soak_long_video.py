@@ -129,6 +129,7 @@ def soak(args: argparse.Namespace, video: Path, storage: Path) -> dict[str, obje
         device=args.device,
         storage_root=storage,
         max_sessions=2,
+        retention_mb=args.retention_mb,
     )
     engine = SessionEngine(settings)
     try:
@@ -218,7 +219,7 @@ def report(args: argparse.Namespace, figures: dict[str, object], synth_s: float)
         f"Synthetic H.264, {args.seconds:g} s at {FPS} fps ({figures['num_frames']} frames), "
         f"{args.size}, keyframe every {GOP} frames (written in {synth_s:.0f} s, 0 = cached); "
         f"sam2.1_hiera_tiny with random weights at image size {args.image_size} on "
-        f"{args.device}.",
+        f"{args.device}, retention_mb {args.retention_mb:g}.",
         "",
         "| figure | value |",
         "|---|---|",
@@ -267,6 +268,12 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--size", default="320x180", help="video frame size WxH")
     parser.add_argument("--clicks", type=int, default=8)
+    parser.add_argument(
+        "--retention-mb",
+        type=float,
+        help="the sessions' retention_mb (default: the default's number of frames at 1024, "
+        "scaled to --image-size: SAM 2's outputs grow with its square)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sam2-soak")
     parser.add_argument("--write", type=Path, help="update this benchmarks markdown file")
@@ -276,6 +283,9 @@ def main() -> None:
         for k, v in vars(args).items()
         if v is not None and k not in ("cache", "command", "write")
     )
+    if args.retention_mb is None:
+        default = EngineSettings.model_fields["retention_mb"].default
+        args.retention_mb = default * (args.image_size / 1024) ** 2
     size = tuple(int(v) for v in args.size.split("x"))
     args.cache.mkdir(parents=True, exist_ok=True)
     num_frames = round(args.seconds * FPS)

@@ -432,15 +432,16 @@ class Session:
         self._save_checkpoint(None)
 
     def _save_checkpoint(self, running: dict[str, Any] | None) -> None:
-        """Checkpoint SAM 2's prompt state at the current sequence number, if persisted. A
-        failed write is logged and leaves the older checkpoint: a rebuild then replays the
+        """Checkpoint SAM 2's prompt state at the current sequence number, if persisted and
+        not closed (a closed copy may belong to a replica the session has moved away from).
+        A failed write is logged and leaves the older checkpoint: a rebuild then replays the
         log entries after it."""
         checkpoint = self._checkpoint
-        if checkpoint is None:
+        if checkpoint is None or self._closed:
             return
         try:
             self._run(lambda: checkpoint.save(self._state, self._seq, running))
-        except (OSError, RuntimeError):
+        except Exception:
             logger.exception("checkpointing session %s failed", self.id)
 
     def _submit(self, fn: Callable[[], T], upcoming: UpcomingFrame | None = None) -> Future[T]:

@@ -88,7 +88,7 @@ class EngineSettings(BaseSettings):
         description="SAM 2 outputs of propagated frames a session keeps beyond its protected "
         "window (16 frames around each prompt and each propagation's end), most recent "
         "first. An operation that needs a dropped one is approximated and reported "
-        "exact=false. A frame and object at 1024 take 1.3 MiB in float32, 0.8 MiB in bfloat16.",
+        "exact=false. A frame and object at 1024 take 1.25 MiB in float32, 0.75 MiB in bfloat16.",
     )
     max_encoder_batch: int = Field(
         3,

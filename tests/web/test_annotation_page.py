@@ -40,7 +40,7 @@ MASK_ALPHA = round(0.45 * 255) / 255  # ingress/static/viewer.js: the server's o
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
     reason="needs Debian's chromium and chromium-driver (apt-get install chromium "
-    "chromium-driver; .ci/run installs them)",
+    "chromium-driver; scripts/test.sh installs them)",
 )
 
 

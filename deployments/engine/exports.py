@@ -212,3 +212,13 @@ def _rate(fps: float):
     from fractions import Fraction
 
     return Fraction(fps).limit_denominator(1001)
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    """An RGB frame as JPEG bytes (a frame preview, an overlay)."""
+    ok, data = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return data.tobytes()

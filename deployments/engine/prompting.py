@@ -22,6 +22,9 @@ from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 from deployments.engine import state as sam_state
 from deployments.engine.ledger import is_exact, mark_inexact
+from deployments.engine.masks import decode_mask
+from deployments.protocol.errors import InvalidPromptError
+from deployments.protocol.types import Prompt
 
 # Logit magnitude given to a stored mask that stands in for a dropped output's logits (SAM 2
 # clamps previous logits to +/-32; its own confident masks sit around +/-10..20).
@@ -49,6 +52,42 @@ class Applied:
     mask: np.ndarray | None
     score: float
     exact: bool
+
+
+def prompt_inputs(prompt: Prompt, width: int, height: int) -> PromptInputs:
+    """A prompt's points and box in frame pixels, its mask as a bool array; InvalidPromptError
+    for what lies outside the ``width`` x ``height`` frame or is not a mask of its size."""
+    scale = np.array([width, height], np.float32) if prompt.normalized else np.ones(2, np.float32)
+    points = labels = box = mask = None
+    if prompt.points:
+        points = np.asarray(prompt.points, dtype=np.float32) * scale
+        _check_inside(points, "point", width, height)
+        labels = np.asarray(prompt.labels or [1] * len(points), dtype=np.int32)
+    if prompt.box is not None:
+        box = np.asarray(prompt.box, dtype=np.float32).reshape(2, 2) * scale
+        _check_inside(box, "box corner", width, height)
+    if prompt.mask is not None:
+        if tuple(prompt.mask.size) != (height, width):
+            raise InvalidPromptError(
+                f"mask size {list(prompt.mask.size)} differs from the frame size "
+                f"[{height}, {width}]"
+            )
+        try:
+            mask = decode_mask(prompt.mask)
+        except (ValueError, TypeError, UnicodeError) as exc:
+            raise InvalidPromptError(f"mask is not a valid COCO RLE: {exc}") from exc
+    return PromptInputs(points, labels, box, mask, prompt.clear_old_points)
+
+
+def _check_inside(xy: np.ndarray, what: str, width: int, height: int) -> None:
+    outside = (xy[:, 0] < 0) | (xy[:, 0] > width) | (xy[:, 1] < 0) | (xy[:, 1] > height)
+    if outside.any():
+        x, y = xy[int(np.argmax(outside))]
+        raise InvalidPromptError(
+            f"{what} ({x:g}, {y:g}) lies outside the {width}x{height} frame",
+            width=width,
+            height=height,
+        )
 
 
 def apply_prompt(

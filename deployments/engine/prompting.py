@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
-from deployments.engine import state as sam_state
+import deployments.engine.state as sam_state
 from deployments.engine.ledger import is_exact, mark_inexact
 from deployments.engine.masks import decode_mask
 from deployments.protocol.errors import InvalidPromptError
@@ -34,13 +34,16 @@ StoredMask = Callable[[int, int], "np.ndarray | None"]  # (obj_id, frame) -> mas
 
 @dataclass(frozen=True)
 class PromptInputs:
-    """A prompt in frame pixels: points with labels, a box, a mask."""
+    """A prompt as SAM 2 takes it: points with labels and a box in frame pixels, or in 0..1 of
+    the frame where ``normalized`` (handed to SAM 2 as they are, so no rounding comes between),
+    a mask as a bool array."""
 
     points: np.ndarray | None
     labels: np.ndarray | None
     box: np.ndarray | None
     mask: np.ndarray | None
     clear_old_points: bool
+    normalized: bool
 
 
 @dataclass(frozen=True)
@@ -55,17 +58,17 @@ class Applied:
 
 
 def prompt_inputs(prompt: Prompt, width: int, height: int) -> PromptInputs:
-    """A prompt's points and box in frame pixels, its mask as a bool array; InvalidPromptError
-    for what lies outside the ``width`` x ``height`` frame or is not a mask of its size."""
+    """A prompt's inputs for SAM 2; InvalidPromptError for points or box corners outside the
+    ``width`` x ``height`` frame, or a mask not of its size."""
     scale = np.array([width, height], np.float32) if prompt.normalized else np.ones(2, np.float32)
     points = labels = box = mask = None
     if prompt.points:
-        points = np.asarray(prompt.points, dtype=np.float32) * scale
-        _check_inside(points, "point", width, height)
+        points = np.asarray(prompt.points, dtype=np.float32)
+        _check_inside(points * scale, "point", width, height)
         labels = np.asarray(prompt.labels or [1] * len(points), dtype=np.int32)
     if prompt.box is not None:
-        box = np.asarray(prompt.box, dtype=np.float32).reshape(2, 2) * scale
-        _check_inside(box, "box corner", width, height)
+        box = np.asarray(prompt.box, dtype=np.float32).reshape(2, 2)
+        _check_inside(box * scale, "box corner", width, height)
     if prompt.mask is not None:
         if tuple(prompt.mask.size) != (height, width):
             raise InvalidPromptError(
@@ -76,7 +79,7 @@ def prompt_inputs(prompt: Prompt, width: int, height: int) -> PromptInputs:
             mask = decode_mask(prompt.mask)
         except (ValueError, TypeError, UnicodeError) as exc:
             raise InvalidPromptError(f"mask is not a valid COCO RLE: {exc}") from exc
-    return PromptInputs(points, labels, box, mask, prompt.clear_old_points)
+    return PromptInputs(points, labels, box, mask, prompt.clear_old_points, prompt.normalized)
 
 
 def _check_inside(xy: np.ndarray, what: str, width: int, height: int) -> None:
@@ -102,13 +105,18 @@ def apply_prompt(
     sam_state.forget_lookups(state)
     idx = predictor._obj_id_to_idx(state, obj_id)  # adds a new object
     sam_state.adopt(state, idx)
-    exact = _untrack_if_orphaned(state, idx, frame)
-    result = None
+    exact, result = True, None
     if inputs.mask is not None:
-        read_memory = frame in state["frames_tracked_per_obj"][idx]
+        # SAM 2.1 takes a mask prompt as the output (use_mask_input_as_output_without_sam):
+        # it reads no memory, tracked frame or not.
+        read_memory = (
+            frame in state["frames_tracked_per_obj"][idx]
+            and not predictor.use_mask_input_as_output_without_sam
+        )
         result = predictor.add_new_mask(state, frame, obj_id, torch.from_numpy(inputs.mask))
-        exact = _tag(state, idx, frame, exact and sam_state.read_exact(state, idx, read_memory))
+        exact = _tag(state, idx, frame, sam_state.read_exact(state, idx, read_memory))
     if inputs.points is not None or inputs.box is not None:
+        exact = _untrack_if_orphaned(state, idx, frame) and exact
         read_memory = frame in state["frames_tracked_per_obj"][idx]
         is_cond = not read_memory or predictor.add_all_frames_to_correct_as_cond
         previous = sam_state.previous_prompt_output(state, idx, frame, is_cond)
@@ -124,7 +132,7 @@ def apply_prompt(
                 points=inputs.points,
                 labels=inputs.labels,
                 clear_old_points=inputs.clear_old_points or inputs.box is not None,
-                normalize_coords=True,
+                normalize_coords=not inputs.normalized,
                 box=None if inputs.box is None else inputs.box.reshape(-1),
             )
         read = sam_state.read_exact(state, idx, read_memory)

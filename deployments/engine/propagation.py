@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 import torch
 
-from deployments.engine import state as sam_state
+import deployments.engine.state as sam_state
 from deployments.engine.features import FeatureCache, FrameToEncode, UpcomingFrame
 from deployments.engine.frames import FrameSource
 from deployments.engine.ledger import is_exact, mark_inexact
@@ -229,7 +229,9 @@ class SessionPropagation:
         """One direction, pipelined by one frame: the model computes frame k+1 while frame k is
         encoded, stored and handed out. A frame in flight when the consumer leaves is still
         stored, so every computed mask lands in the MaskStore. Frames computed from memory the
-        window had dropped go to ``approximate``."""
+        window had dropped go to ``approximate``. ``skip``: the start frame of a second pass,
+        reported and stored by the first; SAM 2 keeps the second pass's output there (as stock
+        does), while the stream and the MaskStore keep the one mask they reported."""
         view = sam_state.object_view(self._state, plan.obj_ids)
         steps = self._predictor.propagate_in_video(
             view,
@@ -243,10 +245,10 @@ class SessionPropagation:
         try:
             while (result := pending.result()) is not None:
                 pending = None if cancel.is_set() else self._submit(step, upcoming)
-                event = self._record(result, plan)
-                if not result[-1]:
-                    approximate.append(event.frame_index)
-                if event.frame_index != skip:
+                if result[0] != skip:
+                    event = self._record(result, plan)
+                    if not result[-1]:
+                        approximate.append(event.frame_index)
                     with self._lock:
                         progress.done_frames += 1
                     yield event
@@ -256,7 +258,7 @@ class SessionPropagation:
         finally:
             if pending is not None:
                 with contextlib.suppress(Exception):
-                    if (result := pending.result()) is not None:
+                    if (result := pending.result()) is not None and result[0] != skip:
                         self._record(result, plan)
             self._run(steps.close)
 

@@ -22,7 +22,8 @@ import pytest
 import ray
 from ray import serve
 
-from ingress.builder import build_app
+from deployments.app import build_app
+from deployments.protocol import ServiceSettings
 from session_store import Lease, SessionRecord, SessionStore, open_store
 from tests.serve.conftest import deploy, stack_settings
 from tests.servers import RedisServer
@@ -93,7 +94,7 @@ def in_store(redis: RedisServer, use: Callable[[SessionStore], Awaitable[T]]) ->
     """``use`` run on a client of the stack's session store."""
 
     async def run() -> T:
-        store = open_store(redis.url)
+        store = open_store(ServiceSettings(redis_url=redis.url))
         try:
             return await use(store)
         finally:
@@ -378,7 +379,10 @@ def session_not_on(stack, video: Path, replica: str) -> dict:
     return session
 
 
-def test_a_session_rebuilt_after_its_owner_died_propagates_like_its_twin(stack, video):
+def test_a_session_rebuilt_after_its_owner_died_reports_every_frame_unlike_its_twin(stack, video):
+    """A rebuilt session holds its prompts' outputs bit for bit but none of the tracked frames'
+    (tests/engine/test_rebuild.py shows it equals its twin with that window dropped): its next
+    propagation may differ from the never-rebuilt twin's only on frames it reports inexact."""
     live = stack.upload(video).json()
     twin = session_not_on(stack, video, live["replica"])
     bases = [f"/api/v1/sessions/{s['session_id']}" for s in (live, twin)]
@@ -392,11 +396,21 @@ def test_a_session_rebuilt_after_its_owner_died_propagates_like_its_twin(stack, 
 
     kill_actor("SAM2Replica", twin["replica"])
     again = {"direction": "forward", "start_frame_index": 8}
+    summaries = []
     for base in bases:
         response = stack.client.post(f"{base}/propagate", json=again)
         assert response.status_code == 200, response.text
+        summaries.append(response.json())
     assert stack.client.get(bases[1]).json()["replica"] != twin["replica"]  # rebuilt
-    assert masks_by_frame(stack, bases[1]) == masks_by_frame(stack, bases[0])
+    assert summaries[0]["exact"] is True and summaries[0]["approximate_frames"] == []
+    approximate = {
+        f for first, last in summaries[1]["approximate_frames"] for f in range(first, last + 1)
+    }
+    assert summaries[1]["exact"] is (not approximate)
+    live_masks, rebuilt_masks = masks_by_frame(stack, bases[0]), masks_by_frame(stack, bases[1])
+    assert live_masks.keys() == rebuilt_masks.keys()
+    differing = {f for f in live_masks if live_masks[f] != rebuilt_masks[f]}
+    assert differing <= approximate, (differing, approximate)
     for base in bases:
         stack.client.delete(base)
     wait_healthy(stack, 2)

@@ -12,9 +12,9 @@
 Light on purpose (httpx, websockets, pydantic, numpy, tqdm; pycocotools only when a mask is
 decoded): it imports nothing of the server, so it runs without torch or Ray."""
 
-from sam2serve.async_client import AsyncClient, AsyncPropagationStream
-from sam2serve.calls import RetryPolicy
-from sam2serve.client import Client, PropagationStream
+from sam2serve.async_client import AsyncClient
+from sam2serve.async_transport import AsyncPropagationStream
+from sam2serve.client import Client
 from sam2serve.errors import (
     ERROR_CLASSES,
     APIError,
@@ -70,6 +70,8 @@ from sam2serve.models import (
     TimelineReview,
     VideoInfo,
 )
+from sam2serve.retry import RetryPolicy
+from sam2serve.transport import PropagationStream
 
 __all__ = [
     "ERROR_CLASSES",

@@ -1,25 +1,19 @@
-"""The asyncio client: ``Client``'s methods as coroutines, for services and notebooks that run
-an event loop. Requests and answers come from ``sam2serve.calls``, as for ``Client``."""
+"""The asyncio client, ``AsyncClient``: every route of the sam2-serve HTTP API as a typed
+coroutine method, each a call of ``sam2serve.calls`` sent by ``sam2serve.async_transport``.
+
+The client is written once, for asyncio: ``sam2serve/client.py`` and ``sam2serve/transport.py``
+(``Client``) are generated from this file and ``async_transport.py`` by ``python
+scripts/unasync.py``. Edit these two and run the script; tests/client/test_unasync.py fails
+while a generated file is not current."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
-
-import httpx
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus, WebSocketException
 
 from sam2serve import calls
-from sam2serve.calls import Call, OnRetry, Progress, Retries, RetryPolicy
-from sam2serve.client import MAX_MESSAGE_BYTES, Event
-from sam2serve.errors import APIError, TransportError, error_for
+from sam2serve.async_transport import AsyncPropagationStream, AsyncTransport
 from sam2serve.models import (
     RLE,
     ClearResult,
@@ -37,54 +31,20 @@ from sam2serve.models import (
     Session,
     Timeline,
 )
-from sam2serve.transfers import Download, ProgressReader, content_length
-
-T = TypeVar("T")
-
-
-class AsyncPropagationStream:
-    """``PropagationStream`` for ``async for``: frames as computed, ``summary`` at the end;
-    ``aclose()`` (or leaving ``async with``) stops the propagation after its current frame."""
-
-    def __init__(self, events: AsyncIterator[Event], close: Callable[[], Awaitable[None]]) -> None:
-        self.summary: PropagationSummary | None = None
-        self._close = close
-        self._frames = self._read(events)
-
-    async def _read(self, events: AsyncIterator[Event]) -> AsyncIterator[FrameMasks]:
-        try:
-            async for event in events:
-                if isinstance(event, PropagationSummary):
-                    self.summary = event
-                    return
-                yield event
-        except (httpx.TransportError, WebSocketException, OSError) as exc:
-            raise TransportError(f"the propagation stream broke: {exc}") from exc
-        finally:
-            await self._close()
-        raise TransportError("the propagation stream ended before its summary")
-
-    def __aiter__(self) -> AsyncIterator[FrameMasks]:
-        return self._frames
-
-    async def aclose(self) -> None:
-        await self._frames.aclose()
-        await self._close()
-
-    async def __aenter__(self) -> AsyncPropagationStream:
-        return self
-
-    async def __aexit__(
-        self,
-        error_type: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+from sam2serve.retry import OnRetry, RetryPolicy
+from sam2serve.transfers import Progress, ProgressReader
 
 
-class AsyncClient:
-    """``Client`` for asyncio: the same arguments, methods and results, awaited."""
+class AsyncClient(AsyncTransport):
+    """A sam2-serve server at ``url`` (default ``$SAM2SERVE_URL``, else http://127.0.0.1:8000;
+    the server's root, not ``/api/v1``).
+
+    ``api_key`` (default ``$SAM2SERVE_API_KEY``) is sent as ``Authorization: Bearer``. A 503
+    (no free session slot, a session being rebuilt) is retried after the server's
+    ``Retry-After`` under ``retry``; ``on_retry`` hears of each retry before its wait.
+    ``timeout`` bounds connecting and each read of ordinary calls; uploads, propagations,
+    exports and ``/track`` wait as long as the server's own budget for them. Where an argument
+    is None, the server's default applies."""
 
     def __init__(
         self,
@@ -95,18 +55,7 @@ class AsyncClient:
         retry: RetryPolicy | None = None,
         on_retry: OnRetry | None = None,
     ) -> None:
-        self.base_url = httpx.URL(url or calls.default_url())
-        self.retry = retry or RetryPolicy()
-        self.on_retry = on_retry
-        self.timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
-        key = api_key if api_key is not None else os.environ.get("SAM2SERVE_API_KEY")
-        self._auth = calls.auth_headers(key)
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers=self._auth, timeout=self.timeout
-        )
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
+        super().__init__(url, api_key, timeout, retry, on_retry)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -149,6 +98,7 @@ class AsyncClient:
         frame_stride: int | None = None,
         model: str | None = None,
     ) -> Session:
+        """A session on a video already on the server, relative to its ``VIDEO_ROOT``."""
         options = calls.video_options(start_time, end_time, max_side, frame_stride, model)
         return await self._run(calls.server_video_session(video_path, options))
 
@@ -162,12 +112,15 @@ class AsyncClient:
         await self._run(calls.delete_session(session_id))
 
     async def reset_session(self, session_id: str) -> Session:
+        """Drop every object, prompt and mask; the video stays."""
         return await self._run(calls.reset_session(session_id))
 
     async def frame_jpeg(self, session_id: str, frame_index: int) -> bytes:
+        """The processed frame (frame space) as JPEG bytes."""
         return await self._run(calls.frame_jpeg(session_id, frame_index, overlay=False))
 
     async def overlay_jpeg(self, session_id: str, frame_index: int) -> bytes:
+        """The frame with the current masks drawn, as JPEG bytes."""
         return await self._run(calls.frame_jpeg(session_id, frame_index, overlay=True))
 
     # ---- prompts and objects -----------------------------------------------------------------
@@ -185,6 +138,8 @@ class AsyncClient:
         normalized: bool = False,
         clear_old_points: bool = False,
     ) -> PromptResult:
+        """Points (labels 1/0), a box and/or a mask for one object (``obj_id`` None: a new
+        one); the answer holds every object's mask on that frame."""
         body = calls.prompt_body(
             frame_index, obj_id, points, labels, box, mask, normalized, clear_old_points
         )
@@ -193,6 +148,8 @@ class AsyncClient:
     async def clear_prompts(
         self, session_id: str, frame_index: int, obj_id: int | None = None
     ) -> ClearResult:
+        """Remove the prompts on one frame (of one object, or of all); the answer holds the
+        frame's masks after the change."""
         return await self._run(calls.clear_prompts(session_id, frame_index, obj_id))
 
     async def list_objects(self, session_id: str) -> list[ObjectInfo]:
@@ -206,6 +163,7 @@ class AsyncClient:
         name: str | None = None,
         category: str | None = None,
     ) -> ObjectInfo:
+        """Name or categorise an object (None: left as it is)."""
         return await self._run(calls.update_object(session_id, obj_id, name, category))
 
     async def delete_object(self, session_id: str, obj_id: int) -> None:
@@ -220,7 +178,7 @@ class AsyncClient:
         iou_threshold: float | None = None,
     ) -> Timeline:
         """Runs of frames with the object's mask, its prompted frames and its review marks
-        (thresholds as ``review``'s; None: the server's defaults)."""
+        (thresholds as ``review``'s)."""
         call = calls.object_timeline(session_id, obj_id, score_threshold, iou_threshold)
         return await self._run(call)
 
@@ -230,11 +188,13 @@ class AsyncClient:
         self,
         session_id: str,
         *,
-        direction: Direction = "both",
+        direction: Direction | None = None,
         start_frame_index: int | None = None,
         max_frames: int | None = None,
         obj_ids: list[int] | None = None,
     ) -> PropagationSummary:
+        """Propagate and wait for the summary; read the masks with ``iter_masks``. The server's
+        defaults: both ways, from the earliest prompt, to the ends, every prompted object."""
         request = calls.propagation_request(direction, start_frame_index, max_frames, obj_ids)
         return await self._run(calls.propagate(session_id, request, stream=False))
 
@@ -242,30 +202,26 @@ class AsyncClient:
         self,
         session_id: str,
         *,
-        direction: Direction = "both",
+        direction: Direction | None = None,
         start_frame_index: int | None = None,
         max_frames: int | None = None,
         obj_ids: list[int] | None = None,
         transport: str = "ndjson",
     ) -> AsyncPropagationStream:
-        """As ``Client.propagate_stream``: ``async for frame in await c.propagate_stream()``."""
+        """Start a propagation (as ``propagate``) and iterate its frames as they are computed,
+        ``async for frame in await client.propagate_stream(sid)``, over the NDJSON stream or the
+        WebSocket (``transport="websocket"``). Errors before the first frame (409 while
+        another propagation runs, 422) are raised here; a failure later is raised by the
+        iteration."""
         request = calls.propagation_request(direction, start_frame_index, max_frames, obj_ids)
         if transport == "websocket":
             return await self._websocket_stream(session_id, request)
         if transport != "ndjson":
             raise ValueError(f"transport is 'ndjson' or 'websocket', not {transport!r}")
-        stack = AsyncExitStack()
-        call = calls.propagate(session_id, request, stream=True)
-        response = await stack.enter_async_context(self._open(call))
-
-        async def events() -> AsyncIterator[Event]:
-            async for line in response.aiter_lines():
-                if line.strip():
-                    yield calls.event_of(line)
-
-        return AsyncPropagationStream(events(), stack.aclose)
+        return await self._ndjson_stream(calls.propagate(session_id, request, stream=True))
 
     async def cancel_propagation(self, session_id: str) -> bool:
+        """Stop the running propagation after its current frame; False when none runs."""
         return await self._run(calls.cancel_propagation(session_id))
 
     # ---- masks and exports -------------------------------------------------------------------
@@ -279,6 +235,8 @@ class AsyncClient:
         obj_id: int | None = None,
         limit: int | None = None,
     ) -> MaskPage:
+        """One page of masks (frames ``start..end`` inclusive that have one, at most ``limit``
+        of them); ``next_start`` says where the next page begins."""
         return await self._run(calls.masks_page(session_id, start, end, obj_id, limit))
 
     async def iter_masks(
@@ -290,7 +248,7 @@ class AsyncClient:
         obj_id: int | None = None,
         page_size: int | None = None,
     ) -> AsyncIterator[FrameMasks]:
-        """Every frame with a mask in the range, page after page."""
+        """Every frame with a mask in the range, page after page, never all in memory."""
         while True:
             page = await self.masks(
                 session_id, start=start, end=end, obj_id=obj_id, limit=page_size
@@ -302,8 +260,14 @@ class AsyncClient:
             start = page.next_start
 
     async def review(
-        self, session_id: str, *, score_threshold: float = 0.5, iou_threshold: float = 0.5
+        self,
+        session_id: str,
+        *,
+        score_threshold: float | None = None,
+        iou_threshold: float | None = None,
     ) -> list[ReviewFrame]:
+        """Frames worth a look, worst first: an object's score below ``score_threshold``, its
+        mask's IoU with the previous frame's below ``iou_threshold`` (an area jump), or lost."""
         return await self._run(calls.review(session_id, score_threshold, iou_threshold))
 
     async def export(
@@ -315,6 +279,8 @@ class AsyncClient:
         obj_id: int | None = None,
         progress: Progress | None = None,
     ) -> Path:
+        """Download an export (coco, png_zip, davis, mp4) to ``target``, streamed to disk;
+        ``progress(bytes_received, total)``."""
         call = calls.export(session_id, format, obj_id)
         return await self._download(call, Path(target), progress)
 
@@ -331,6 +297,7 @@ class AsyncClient:
         upload_progress: Progress | None = None,
         download_progress: Progress | None = None,
     ) -> Path:
+        """``POST /track``: the ZIP of one PNG mask per frame at source size, to ``target``."""
         path = Path(video)
         with path.open("rb") as file:
             upload = ProgressReader(file, upload_progress)
@@ -346,6 +313,7 @@ class AsyncClient:
         box: tuple[float, float, float, float] | None = None,
         normalized: bool = False,
     ) -> ImageSegmentation:
+        """Masks with scores for one image (bytes, or a file's path)."""
         data, name = calls.image_bytes(image)
         prompt = calls.prompt_body(0, None, points, labels, box, None, normalized)
         return await self._run(calls.segment_image(data, name, prompt))
@@ -353,85 +321,8 @@ class AsyncClient:
     # ---- service -----------------------------------------------------------------------------
 
     async def health(self) -> Health:
+        """The service's report; ``ready`` is False (not an error) while no replica is up."""
         return await self._run(calls.health())
 
     async def models(self) -> ModelList:
         return await self._run(calls.models())
-
-    # ---- plumbing ----------------------------------------------------------------------------
-
-    async def _run(self, call: Call[T]) -> T:
-        async with self._open(call) as response:
-            await response.aread()
-            return call.parse(response)
-
-    @asynccontextmanager
-    async def _open(self, call: Call[object]) -> AsyncIterator[httpx.Response]:
-        retries = Retries(self.retry if call.retry else calls.NO_RETRY, self.on_retry)
-        while True:
-            response = await self._send(call)
-            if call.is_answer(response):
-                break
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
-            await asyncio.sleep(retries.delay_after(calls.error_of(response)))
-        try:
-            yield response
-        except httpx.TransportError as exc:
-            raise TransportError(f"the answer from {self.base_url} broke off: {exc}") from exc
-        finally:
-            await response.aclose()
-
-    async def _send(self, call: Call[object]) -> httpx.Response:
-        try:
-            return await self._http.send(call.request(self._http, self.timeout), stream=True)
-        except httpx.TransportError as exc:
-            raise TransportError(f"cannot reach {self.base_url}: {exc}") from exc
-
-    async def _download(self, call: Call[None], target: Path, progress: Progress | None) -> Path:
-        async with self._open(call) as response:
-            with Download(target, content_length(response.headers), progress) as download:
-                async for chunk in response.aiter_bytes():
-                    download.write(chunk)
-        return target
-
-    async def _websocket_stream(self, session_id: str, request: dict) -> AsyncPropagationStream:
-        retries = Retries(self.retry, self.on_retry)
-        url = calls.websocket_url(self.base_url, session_id)
-        while True:
-            socket = await self._connect(url)
-            try:
-                await socket.send(json.dumps(request))
-                first = calls.event_of(await socket.recv())
-            except APIError as error:
-                await socket.close()
-                await asyncio.sleep(retries.delay_after(error))
-                continue
-            except (WebSocketException, OSError) as exc:
-                await socket.close()
-                raise TransportError(f"the propagation WebSocket broke: {exc}") from exc
-            return AsyncPropagationStream(_socket_events(first, socket), socket.close)
-
-    async def _connect(self, url: str) -> ClientConnection:
-        try:
-            return await connect(
-                url,
-                additional_headers=self._auth,
-                max_size=MAX_MESSAGE_BYTES,
-                open_timeout=self.timeout.connect,
-            )
-        except InvalidStatus as exc:
-            response = exc.response
-            raise error_for(
-                response.status_code, "http_error", response.body.decode(errors="replace")[:200]
-            ) from exc
-        except (WebSocketException, OSError, TimeoutError) as exc:
-            raise TransportError(f"cannot reach {url}: {exc}") from exc
-
-
-async def _socket_events(first: Event, socket: ClientConnection) -> AsyncIterator[Event]:
-    yield first
-    async for message in socket:
-        yield calls.event_of(message)

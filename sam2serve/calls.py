@@ -1,29 +1,29 @@
-"""What the sync and async clients share: how each route's request is built, how its answer is
-parsed, how an error answer becomes an exception, and when a 503 is retried. No I/O happens
-here, so the two clients differ only in how they send and wait."""
+"""How each route's request is built: a ``Call`` holds the method, path, query, body and
+headers, how long the answer may take, whether a 503 is retried, and how the answer is read
+(``sam2serve.answers``). Both clients send the same calls; no I/O happens here.
+
+Where the server has a default (review thresholds, page sizes, the propagation's direction), a
+call leaves the value out when the caller gives none, and the server applies its own."""
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import IO, Any, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
-from sam2serve.errors import APIError, ServiceUnavailableError, error_for
+from sam2serve.answers import as_model, content, field_of, health_of, no_content
 from sam2serve.models import (
     RLE,
     ClearResult,
     Direction,
     ExportFormat,
-    FrameMasks,
     Health,
     ImageSegmentation,
     MaskPage,
@@ -37,69 +37,19 @@ from sam2serve.models import (
 )
 
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
 API = "/api/v1"
 DEFAULT_URL = "http://127.0.0.1:8000"
 NDJSON = "application/x-ndjson"
-# Called with (bytes or frames done, total or None) as work advances.
-Progress = Callable[[int, int | None], None]
+# A propagation frame carries every object's RLE: allow far more than websockets' 1 MiB.
+MAX_MESSAGE_BYTES = 64 * 2**20
 
 
 def default_url() -> str:
     return os.environ.get("SAM2SERVE_URL", DEFAULT_URL)
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How long to keep retrying a 503 (no free slot, a session being rebuilt).
-
-    The server says when to come back in ``Retry-After``; the client waits that long (at most
-    ``max_delay_s``, ``default_delay_s`` without the header), up to ``max_attempts`` requests
-    in all and ``max_wait_s`` of waiting in all, then raises the last 503's error."""
-
-    max_attempts: int = 6
-    max_wait_s: float = 120.0
-    default_delay_s: float = 2.0
-    max_delay_s: float = 30.0
-
-    def delay_s(
-        self, attempt: int, waited_s: float, error: ServiceUnavailableError
-    ) -> float | None:
-        """Seconds to wait before request ``attempt + 1``; None: give up and raise."""
-        if attempt >= self.max_attempts:
-            return None
-        delay = error.retry_after_s if error.retry_after_s is not None else self.default_delay_s
-        delay = min(max(delay, 0.0), self.max_delay_s)
-        return delay if waited_s + delay <= self.max_wait_s else None
-
-
-NO_RETRY = RetryPolicy(max_attempts=1)
-# Told about each retry before its wait: the 503's error and the seconds about to be waited.
-OnRetry = Callable[[ServiceUnavailableError, float], None]
-
-
-class Retries:
-    """The retry decisions of one call: after each error answer, how long to wait before the
-    next attempt, or the error raised when it is not a 503 or the policy gives up."""
-
-    def __init__(self, policy: RetryPolicy, on_retry: OnRetry | None) -> None:
-        self.policy = policy
-        self.on_retry = on_retry
-        self.attempt = 1
-        self.waited_s = 0.0
-
-    def delay_after(self, error: APIError) -> float:
-        """Seconds to wait before trying again; raises ``error`` when not to."""
-        if not isinstance(error, ServiceUnavailableError):
-            raise error
-        delay = self.policy.delay_s(self.attempt, self.waited_s, error)
-        if delay is None:
-            raise error
-        if self.on_retry is not None:
-            self.on_retry(error, delay)
-        self.attempt += 1
-        self.waited_s += delay
-        return delay
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 @dataclass
@@ -138,80 +88,12 @@ class Call(Generic[T]):
 
 
 def _without_none(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    return None if params is None else {k: v for k, v in params.items() if v is not None}
+    return None if params is None else given(**params)
 
 
-# ---- answers --------------------------------------------------------------------------------
-
-
-def as_model(model: type[M]) -> Callable[[httpx.Response], M]:
-    return lambda response: model.model_validate_json(response.content)
-
-
-def field_of(name: str, adapter: TypeAdapter[T]) -> Callable[[httpx.Response], T]:
-    """One field of a JSON body, e.g. the list inside ``{"objects": [...]}``."""
-    return lambda response: adapter.validate_python(response.json()[name])
-
-
-def no_content(_: httpx.Response) -> None:
-    return None
-
-
-def content(response: httpx.Response) -> bytes:
-    return response.content
-
-
-def retry_after_s(response: httpx.Response) -> float | None:
-    """``Retry-After`` as seconds: a number, or an HTTP date from now."""
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
-    except (TypeError, ValueError):
-        return None
-
-
-def error_of(response: httpx.Response) -> APIError:
-    """The exception for an error answer whose body has been read.
-
-    A body that is not the contract's error (a proxy's HTML page) keeps its first 200
-    characters as the message."""
-    try:
-        body = response.json()["error"]
-        code, message = str(body["code"]), str(body["message"])
-        details = body.get("details") or {}
-    except (ValueError, KeyError, TypeError):
-        code, message, details = "http_error", response.text[:200] or response.reason_phrase, {}
-    return error_for(response.status_code, code, message, details, retry_after_s(response))
-
-
-def event_of(line: str | bytes) -> FrameMasks | PropagationSummary:
-    """One NDJSON line or WebSocket message: a frame, or the summary that ends the stream.
-
-    An ``error`` event (the stream's last) is raised as its exception."""
-    event = json.loads(line)
-    kind = event.get("type")
-    if kind == "frame":
-        return FrameMasks.model_validate(event)
-    if kind == "done":
-        return PropagationSummary.model_validate(event)
-    if kind == "error":
-        error = event.get("error") or {}
-        raise error_for(
-            None,
-            str(error.get("code", "internal_error")),
-            str(error.get("message", "propagation failed")),
-            error.get("details") or {},
-        )
-    raise APIError(f"unknown propagation event {kind!r}", code="unknown_event")
-
-
-# ---- requests -------------------------------------------------------------------------------
+def given(**values: Any) -> dict[str, Any]:
+    """The values that are not None: what is None is left out, for the server's default."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def session_path(session_id: str) -> str:
@@ -225,14 +107,13 @@ def video_options(
     frame_stride: int | None,
     model: str | None,
 ) -> dict[str, Any]:
-    options = {
-        "start_time": start_time,
-        "end_time": end_time,
-        "max_side": max_side,
-        "frame_stride": frame_stride,
-        "model": model,
-    }
-    return {k: v for k, v in options.items() if v is not None}
+    return given(
+        start_time=start_time,
+        end_time=end_time,
+        max_side=max_side,
+        frame_stride=frame_stride,
+        model=model,
+    )
 
 
 def upload_session(upload: IO[bytes], filename: str, options: dict[str, Any]) -> Call[Session]:
@@ -283,17 +164,16 @@ def prompt_body(
     clear_old_points: bool = False,
 ) -> dict[str, Any]:
     """A prompt as the API takes it; what is None is left out (the server's defaults)."""
-    body = {
-        "frame_index": frame_index,
-        "obj_id": obj_id,
-        "points": [list(point) for point in points] if points is not None else None,
-        "labels": list(labels) if labels is not None else None,
-        "box": list(box) if box is not None else None,
-        "mask": mask.model_dump() if mask is not None else None,
-        "normalized": normalized or None,
-        "clear_old_points": clear_old_points or None,
-    }
-    return {k: v for k, v in body.items() if v is not None}
+    return given(
+        frame_index=frame_index,
+        obj_id=obj_id,
+        points=[list(point) for point in points] if points is not None else None,
+        labels=list(labels) if labels is not None else None,
+        box=list(box) if box is not None else None,
+        mask=mask.model_dump() if mask is not None else None,
+        normalized=normalized or None,
+        clear_old_points=clear_old_points or None,
+    )
 
 
 def add_prompt(session_id: str, prompt: dict[str, Any]) -> Call[PromptResult]:
@@ -308,9 +188,8 @@ def list_objects(session_id: str) -> Call[list[ObjectInfo]]:
 def update_object(
     session_id: str, obj_id: int, name: str | None, category: str | None
 ) -> Call[ObjectInfo]:
-    body = {k: v for k, v in {"name": name, "category": category}.items() if v is not None}
     path = f"{session_path(session_id)}/objects/{obj_id}"
-    return Call("PATCH", path, as_model(ObjectInfo), json=body)
+    return Call("PATCH", path, as_model(ObjectInfo), json=given(name=name, category=category))
 
 
 def delete_object(session_id: str, obj_id: int) -> Call[None]:
@@ -331,18 +210,17 @@ def clear_prompts(session_id: str, frame_index: int, obj_id: int | None) -> Call
 
 
 def propagation_request(
-    direction: Direction,
+    direction: Direction | None,
     start_frame_index: int | None,
     max_frames: int | None,
     obj_ids: list[int] | None,
 ) -> dict[str, Any]:
-    request = {
-        "direction": direction,
-        "start_frame_index": start_frame_index,
-        "max_frames": max_frames,
-        "obj_ids": obj_ids,
-    }
-    return {k: v for k, v in request.items() if v is not None}
+    return given(
+        direction=direction,
+        start_frame_index=start_frame_index,
+        max_frames=max_frames,
+        obj_ids=obj_ids,
+    )
 
 
 def propagate(session_id: str, request: dict[str, Any], stream: bool) -> Call[PropagationSummary]:
@@ -375,7 +253,7 @@ def masks_page(
 
 
 def review(
-    session_id: str, score_threshold: float, iou_threshold: float
+    session_id: str, score_threshold: float | None, iou_threshold: float | None
 ) -> Call[list[ReviewFrame]]:
     params = {"score_threshold": score_threshold, "iou_threshold": iou_threshold}
     parse = field_of("frames", TypeAdapter(list[ReviewFrame]))
@@ -429,16 +307,6 @@ def health() -> Call[Health]:
     return Call("GET", "/health", health_of, retry=False, answers=frozenset({503}))
 
 
-def health_of(response: httpx.Response) -> Health:
-    """The health report; a 503 that is not one (a proxy's page) is raised as its error."""
-    try:
-        return Health.model_validate_json(response.content)
-    except ValidationError:
-        if response.is_success:
-            raise
-        raise error_of(response) from None
-
-
 def models() -> Call[ModelList]:
     return Call("GET", f"{API}/models", as_model(ModelList))
 
@@ -447,7 +315,3 @@ def websocket_url(base_url: httpx.URL, session_id: str) -> str:
     scheme = "wss" if base_url.scheme == "https" else "ws"
     base = str(base_url.copy_with(scheme=scheme)).rstrip("/")
     return f"{base}{session_path(session_id)}/propagate/ws"
-
-
-def auth_headers(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}

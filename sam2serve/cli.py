@@ -18,7 +18,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sam2serve.calls import Progress
 from sam2serve.client import Client
 from sam2serve.errors import (
     APIError,
@@ -30,6 +29,7 @@ from sam2serve.errors import (
 )
 from sam2serve.models import Session
 from sam2serve.track_zip import write_track_zip
+from sam2serve.transfers import Progress
 
 EXIT_OK = 0
 EXIT_API_ERROR = 1

@@ -4,9 +4,16 @@
 255 where any object's mask is, 0 elsewhere, black frames included. No session export has that
 layout (``png_zip`` is one PNG per frame *and object*, frames without a mask left out; ``davis``
 holds object ids under a palette), so ``sam2serve track`` reads the session's masks page by
-page and writes the same entries here: same names, order, size, mode and pixel values. The PNG
-bytes differ from the server's (OpenCV's encoder there, zlib here): decoders see the same image.
-A PNG encoder of twenty lines keeps OpenCV and Pillow off annotators' laptops."""
+page and writes the same entries here.
+
+The server writes the same ZIP in ``deployments/engine/exports.py``, and the two writers stay
+two on purpose: the client imports nothing of the server (annotators install it without torch,
+Ray, OpenCV or PyAV), and the engine imports nothing of the client, so there is no module both
+could share. They write the same bytes instead: the PNG encoder below makes what OpenCV's
+``imencode(".png")`` makes for a greyscale image (libpng with OpenCV's settings: the Sub filter
+on every row, zlib level 1 with the RLE strategy, the window shrunk for small images as libpng
+does, IDAT chunks of 8 KiB), and tests/client/test_track_zip.py checks that both writers give
+byte-identical ZIPs for the same masks."""
 
 from __future__ import annotations
 
@@ -22,22 +29,40 @@ import numpy as np
 from sam2serve.models import FrameMask, FrameMasks
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_IDAT_BYTES = 8192  # libpng's default compression buffer: one IDAT chunk each
 
 
 def gray_png(image: np.ndarray) -> bytes:
-    """An 8-bit greyscale PNG of a (height, width) uint8 array."""
+    """An 8-bit greyscale PNG of a (height, width) uint8 array, byte for byte as OpenCV's."""
     height, width = image.shape
-    rows = np.zeros((height, width + 1), np.uint8)  # each row: filter type 0, then its pixels
-    rows[:, 1:] = image
+    rows = np.empty((height, width + 1), np.uint8)
+    # Each row: its filter type, then its bytes. Sub (1): each byte minus the one on its left;
+    # libpng leaves a one-pixel-wide image unfiltered (0).
+    rows[:, 0] = 1 if width > 1 else 0
+    rows[:, 1:2] = image[:, :1]
+    rows[:, 2:] = image[:, 1:] - image[:, :-1]
+    data = _deflate(rows.tobytes())
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"".join(
-        (
-            _PNG_SIGNATURE,
-            _chunk(b"IHDR", header),
-            _chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)),
-            _chunk(b"IEND", b""),
-        )
-    )
+    idat = [_chunk(b"IDAT", data[i : i + _IDAT_BYTES]) for i in range(0, len(data), _IDAT_BYTES)]
+    return b"".join((_PNG_SIGNATURE, _chunk(b"IHDR", header), *idat, _chunk(b"IEND", b"")))
+
+
+def _deflate(raw: bytes) -> bytes:
+    """zlib as libpng drives it for OpenCV: level 1, the RLE strategy, and for an image of at
+    most 16 KiB the smallest window that holds it, which the stream's header then declares."""
+    window_bits = 15
+    if len(raw) <= 16384:
+        while len(raw) + 262 <= 1 << (window_bits - 1):
+            window_bits -= 1
+    compressor = zlib.compressobj(1, zlib.DEFLATED, window_bits, 8, zlib.Z_RLE)
+    data = bytearray(compressor.compress(raw) + compressor.flush())
+    if len(raw) <= 16384:  # libpng's optimize_cmf: the header's window as small as the data
+        cinfo = data[0] >> 4
+        while cinfo > 0 and len(raw) <= 1 << (cinfo + 7):
+            cinfo -= 1
+        data[0] = (data[0] & 0x0F) | (cinfo << 4)
+        data[1] = (data[1] & 0xE0) + 31 - ((data[0] << 8) + (data[1] & 0xE0)) % 31
+    return bytes(data)
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

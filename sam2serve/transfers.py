@@ -5,13 +5,15 @@ only once complete. Both report progress."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
 import httpx
 
-from sam2serve.calls import Progress
+# Called with (bytes or frames done, total or None) as work advances.
+Progress = Callable[[int, int | None], None]
 
 
 class ProgressReader:

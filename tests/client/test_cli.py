@@ -1,6 +1,6 @@
 """The ``sam2serve`` command line against the real local service: ``track`` writes the ZIP that
-``POST /track`` answers (same names, sizes and pixels) with progress bars on the way; the session
-commands, export and health; the exit codes."""
+``POST /track`` answers (same names, sizes, pixels and PNG bytes) with progress bars on the way;
+the session commands, export and health; the exit codes."""
 
 from __future__ import annotations
 
@@ -52,6 +52,11 @@ def test_track_command_writes_the_zip_post_track_answers(service, client, video,
     assert result.returncode == EXIT_OK, result.stderr
     assert result.stdout.strip() == str(output)
 
+    with zipfile.ZipFile(reference) as server, zipfile.ZipFile(output) as written_here:
+        # the same PNG bytes as the server's (the ZIPs differ only in their entries' times)
+        assert {n: server.read(n) for n in server.namelist()} == {
+            n: written_here.read(n) for n in written_here.namelist()
+        }
     expected, written = png_images(reference), png_images(output)
     assert list(written) == list(expected) == [f"{i:05d}.png" for i in range(NUM_FRAMES)]
     for name, image in written.items():

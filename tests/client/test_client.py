@@ -1,7 +1,7 @@
-"""The Python client against the real local service: every route through ``Client`` or
-``AsyncClient``, typed results, typed errors by code, streamed uploads and downloads with
-progress, propagation iterators over NDJSON and the WebSocket, and a real 503 retried until a
-slot frees."""
+"""The Python client against the real local service, in depth through ``Client``: typed
+results, typed errors by code, streamed uploads and downloads with progress, propagation
+iterators over NDJSON and the WebSocket, and a real 503 retried until a slot frees. Every method
+of both clients runs in ``test_every_method_async.py`` and its generated synchronous twin."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from sam2serve import (
-    AsyncClient,
     BadVideoError,
     CapacityError,
     Client,
@@ -241,30 +240,6 @@ def test_one_shot_calls_health_and_models(client, video, tmp_path):
     with zipfile.ZipFile(path) as archive:
         assert archive.namelist() == [f"{i:05d}.png" for i in range(NUM_FRAMES)]
     assert uploaded[-1][0] == video.stat().st_size
-
-
-async def test_the_async_client_mirrors_the_sync_one(service, tmp_path):
-    async with AsyncClient(service.url, api_key=service.api_key) as client:
-        session = await client.create_session_from_server("clip.mp4", end_time=0.6)
-        sid, count = session.session_id, session.video.num_frames
-        assert count < NUM_FRAMES
-        await client.add_prompt(sid, 1, points=[circle_at(1, NUM_FRAMES, SIZE)])
-        stream = await client.propagate_stream(sid, transport="websocket")
-        async with stream:
-            indices = [frame.frame_index async for frame in stream]
-        assert indices == [*range(1, count), 0] and stream.summary.frames == count
-        stream = await client.propagate_stream(sid, direction="forward", start_frame_index=2)
-        async with stream:
-            assert [frame.frame_index async for frame in stream] == list(range(2, count))
-        stored = [frame.frame_index async for frame in client.iter_masks(sid, page_size=2)]
-        assert stored == list(range(count))
-        target = await client.export(sid, "davis", tmp_path / "davis.zip")
-        assert zipfile.is_zipfile(target)
-        assert (await client.health()).ready
-        assert [o.obj_id for o in await client.list_objects(sid)] == [1]
-        await client.delete_session(sid)
-        with pytest.raises(NotFoundError):
-            await client.get_session(sid)
 
 
 def test_results_ignore_fields_they_do_not_know():

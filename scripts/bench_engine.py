@@ -15,7 +15,6 @@ machine makes the ratio the figure to trust.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -26,23 +25,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
-import numpy as np
-from local_service import AVX2_CAP, cpu_flags, positive_int, write_section
+from bench_common import JPEG_QUALITY, clip_geometry, decode_bgr, timed_block, write_jpegs
+from local_service import AVX2_CAP, REPO, cpu_flags, positive_int, write_section
 
 if TYPE_CHECKING:
     from deployments.protocol import EngineSettings
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = (REPO / "../shared/videos/bedroom.mp4").resolve()
 SECTION = "## Engine vs bare SAM2VideoPredictor (scripts/bench_engine.py)"
-# The bare side's JPEG folder, as SAM 2's README makes one (quality as the engine once stored).
-JPEG_QUALITY = 90
 # How to read the table, under it in the docs.
 READING = (
     "Bar (issues 8 and 9): ratio engine/bare at least 0.95 in each dtype. One run's ratio "
@@ -71,52 +65,6 @@ COLUMNS = (
 # ---- one side (child process) ----------------------------------------------------------------
 
 
-def _clip_geometry(video: Path) -> tuple[float, int, int]:
-    """fps, width, height of the clip; the click goes to its centre on both sides."""
-    capture = cv2.VideoCapture(str(video))
-    try:
-        if not capture.isOpened():
-            raise SystemExit(f"cannot open {video}")
-        return (
-            capture.get(cv2.CAP_PROP_FPS),
-            int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
-            int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-        )
-    finally:
-        capture.release()
-
-
-def _decode(video: Path, frames: int) -> Iterator[np.ndarray]:
-    """The first ``frames`` BGR frames, as a plain OpenCV read loop does them."""
-    capture = cv2.VideoCapture(str(video))
-    try:
-        for _ in range(frames):
-            ok, frame = capture.read()
-            if not ok:
-                raise SystemExit(f"{video} has fewer than {frames} frames")
-            yield frame
-    finally:
-        capture.release()
-
-
-def _machine_busy_s() -> float:
-    """CPU seconds all processes have been busy since boot (Linux /proc/stat: all but idle and
-    iowait)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-@contextlib.contextmanager
-def _timed() -> Iterator[dict[str, float]]:
-    """Wall seconds of the block and the CPU seconds other processes took meanwhile: on a
-    shared machine the second says whether the first can be trusted."""
-    out: dict[str, float] = {}
-    wall, own, busy = time.perf_counter(), time.process_time(), _machine_busy_s()
-    yield out
-    out["wall"] = time.perf_counter() - wall
-    out["others"] = max(0.0, _machine_busy_s() - busy - (time.process_time() - own))
-
-
 def _settings(args: argparse.Namespace, storage_root: Path | None = None) -> EngineSettings:
     """One settings object for both sides, so load_predictor builds identical models."""
     from deployments.protocol import EngineSettings
@@ -143,11 +91,9 @@ def run_bare(args: argparse.Namespace) -> Figures:
     device = torch.device(settings.device)
     dtype = resolve_compute_dtype(settings.compute_dtype, device)
     predictor = load_predictor(settings)
-    _, width, height = _clip_geometry(args.video)
+    _, width, height = clip_geometry(args.video)
     with tempfile.TemporaryDirectory(prefix="bench-bare-") as folder:
-        params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
-        for index, frame in enumerate(_decode(args.video, args.frames)):
-            cv2.imwrite(str(Path(folder) / f"{index:05d}.jpg"), frame, params)
+        write_jpegs(decode_bgr(args.video, args.frames), Path(folder), JPEG_QUALITY)
         with model_context(device, dtype):
             began = time.perf_counter()
             state = predictor.init_state(video_path=folder)
@@ -156,19 +102,12 @@ def run_bare(args: argparse.Namespace) -> Figures:
                 state, 0, 1, points=[[width / 2, height / 2]], labels=[1]
             )
             count = 0
-            with _timed() as timing:
+            with timed_block() as timing:
                 for _, _, masks in predictor.propagate_in_video(state):
                     (masks[:, 0] > 0).cpu().numpy()
                     count += 1
-    if count != args.frames:
-        raise SystemExit(f"bare propagation yielded {count} frames, expected {args.frames}")
-    return {
-        "bare_fps": count / timing["wall"],
-        "bare_others_cpu_s": timing["others"],
-        "init_state_s": init_state_s,
-        "bare_dtype": str(dtype).removeprefix("torch."),
-        **_runtime("bare"),
-    }
+    figures = _side_figures("bare", count, args.frames, timing, str(dtype).removeprefix("torch."))
+    return {**figures, "init_state_s": init_state_s}
 
 
 def run_engine(args: argparse.Namespace) -> Figures:
@@ -176,9 +115,9 @@ def run_engine(args: argparse.Namespace) -> Figures:
     from deployments.engine import SessionEngine
     from deployments.protocol import FrameMasks, Prompt, PropagationRequest, VideoOptions
 
-    fps, width, height = _clip_geometry(args.video)
+    fps, width, height = clip_geometry(args.video)
     began = time.perf_counter()
-    for _ in _decode(args.video, args.frames):
+    for _ in decode_bgr(args.video, args.frames):
         pass
     decode_s = time.perf_counter() - began
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as root:
@@ -192,29 +131,29 @@ def run_engine(args: argparse.Namespace) -> Figures:
                 raise SystemExit(f"engine kept {info.video.num_frames} frames, not {args.frames}")
             session = engine.session(info.session_id)
             session.add_prompt(Prompt(frame_index=0, points=[(width / 2, height / 2)]))
-            with _timed() as timing:
+            with timed_block() as timing:
                 events = session.propagate(PropagationRequest(direction="forward"))
                 count = sum(isinstance(event, FrameMasks) for event in events)
         finally:
             engine.close()
-    if count != args.frames:
-        raise SystemExit(f"engine propagation yielded {count} frames, expected {args.frames}")
-    return {
-        "engine_fps": count / timing["wall"],
-        "engine_others_cpu_s": timing["others"],
-        "decode_s": decode_s,
-        "start_s": start_s,
-        "engine_dtype": dtype,
-        **_runtime("engine"),
-    }
+    figures = _side_figures("engine", count, args.frames, timing, dtype)
+    return {**figures, "decode_s": decode_s, "start_s": start_s}
 
 
-def _runtime(side: str) -> Figures:
-    """Peak RSS (ru_maxrss is KiB on Linux) and the torch build and threads actually used."""
+def _side_figures(
+    side: str, count: int, expected: int, timing: dict[str, float], dtype: str
+) -> Figures:
+    """A side's propagation (``expected`` frames, or it fails), the dtype it computed in, its
+    peak RSS (ru_maxrss is KiB on Linux) and the torch build and threads actually used."""
     import torch
 
+    if count != expected:
+        raise SystemExit(f"{side} propagation yielded {count} frames, expected {expected}")
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
+        f"{side}_fps": count / timing["wall"],
+        f"{side}_others_cpu_s": timing["others"],
+        f"{side}_dtype": dtype,
         f"{side}_rss_mb": peak_kib / 1024,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),

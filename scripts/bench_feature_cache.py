@@ -37,9 +37,8 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # before sam2 imports tqdm
 
-import cv2
 import torch
-from bench_engine import JPEG_QUALITY, _clip_geometry, _decode, _timed
+from bench_common import JPEG_QUALITY, clip_geometry, decode_bgr, timed_block, write_jpegs
 from local_service import cpu_flags, positive_int, write_section
 
 from deployments.engine import Session, SessionEngine
@@ -61,7 +60,7 @@ class Clicks:
     others_cpu_s: float = 0.0
 
     def timed(self, click: Callable[[], object]) -> None:
-        with _timed() as timing:
+        with timed_block() as timing:
             click()
         self.wall.append(timing["wall"])
         self.others_cpu_s += timing["others"]
@@ -83,10 +82,7 @@ class BareSide:
 
     def __init__(self, engine: SessionEngine, args: argparse.Namespace, folder: Path) -> None:
         self.engine, self.predictor = engine, engine.predictor
-        for index, frame in enumerate(_decode(args.video, args.frames)):
-            cv2.imwrite(
-                str(folder / f"{index:05d}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
-            )
+        write_jpegs(decode_bgr(args.video, args.frames), folder, JPEG_QUALITY)
         self.state = self._run(lambda: self.predictor.init_state(video_path=str(folder)))
 
     def _run(self, fn: Callable[[], object]) -> object:
@@ -145,7 +141,7 @@ def propagate_all(bare: BareSide, sessions: tuple[Session, ...], frames: int) ->
 
 def measure(args: argparse.Namespace) -> Result:
     """Rounds of a propagation on every side, then one timed click per side."""
-    fps, width, height = _clip_geometry(args.video)
+    fps, width, height = clip_geometry(args.video)
     centre, correction = (width / 2, height / 2), (width * 0.3, height * 0.3)
     with tempfile.TemporaryDirectory(prefix="bench-feature-cache-") as root:
         settings = EngineSettings(

@@ -24,7 +24,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +32,7 @@ from pathlib import Path
 import av
 import numpy as np
 import psutil
+from bench_common import timed, write_h264
 from local_service import write_section
 
 from deployments.engine import Session, SessionEngine
@@ -46,18 +47,7 @@ CHECKPOINTS = (1_000, 10_000, 30_000, 100_000)
 
 def synthesize(path: Path, num_frames: int, size: tuple[int, int]) -> float:
     """Write the video unless it is cached; seconds spent writing it (0 if cached)."""
-    if path.exists():
-        return 0.0
-    began = time.perf_counter()
-    partial = path.with_suffix(".partial.mp4")
-    with av.open(str(partial), "w") as out:
-        stream = out.add_stream("libx264", rate=FPS, options=X264)
-        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
-        for frame in _shapes(num_frames, size):
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
-    partial.rename(path)
-    return time.perf_counter() - began
+    return write_h264(path, _shapes(num_frames, size), size, FPS, X264)
 
 
 def _shapes(num_frames: int, size: tuple[int, int]) -> Iterator[av.VideoFrame]:
@@ -100,12 +90,6 @@ class PeakRss:
 
 def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
-
-
-def timed(fn: Callable[[], object]) -> float:
-    began = time.perf_counter()
-    fn()
-    return time.perf_counter() - began
 
 
 def directory_bytes(directory: Path, skip: tuple[str, ...]) -> int:

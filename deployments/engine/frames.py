@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import torch
 
-from deployments.engine.video_source import FrameReader
+from deployments.engine.video_reader import FrameReader
 
 # SAM 2's image normalisation (sam2.utils.misc.load_video_frames), as one multiply and one add
 # per channel: (x / 255 - mean) / std = x * scale + offset.

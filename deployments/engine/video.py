@@ -19,13 +19,9 @@ import cv2
 import numpy as np
 from pydantic import BaseModel
 
-from deployments.engine.video_source import (
-    VideoIndex,
-    VideoReader,
-    VideoSelection,
-    check_source,
-    select_frames,
-)
+from deployments.engine.video_index import VideoIndex, check_source
+from deployments.engine.video_reader import VideoReader
+from deployments.engine.video_selection import VideoSelection, select_frames
 from deployments.protocol.errors import BadImageError
 from deployments.protocol.types import VideoInfo, VideoOptions
 

@@ -11,7 +11,9 @@ import pytest
 
 from deployments.engine import Session, SessionEngine
 from deployments.engine.frames import to_model_input
-from deployments.engine.video_source import VideoIndex, VideoReader, select_frames
+from deployments.engine.video_index import VideoIndex
+from deployments.engine.video_reader import VideoReader
+from deployments.engine.video_selection import select_frames
 from deployments.protocol import RLE, Prompt, VideoOptions
 from tests.conftest import TEST_IMAGE_SIZE, engine_settings
 from tests.engine.test_video_source import SIZE, encode

@@ -17,7 +17,7 @@ import torch
 
 from deployments.engine import SessionEngine
 from deployments.engine.frames import to_model_input
-from deployments.engine.video_source import VideoIndex
+from deployments.engine.video_index import VideoIndex
 from deployments.protocol import (
     BadVideoError,
     InvalidRequestError,

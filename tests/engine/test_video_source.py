@@ -14,15 +14,11 @@ import cv2
 import numpy as np
 import pytest
 
-from deployments.engine import video_source
-from deployments.engine.video_source import (
-    ImageReader,
-    VideoIndex,
-    VideoReader,
-    VideoSelection,
-    select_frames,
-    write_image,
-)
+from deployments.engine.decoder import Decoder
+from deployments.engine.still_image import ImageReader, write_image
+from deployments.engine.video_index import VideoIndex
+from deployments.engine.video_reader import VideoReader
+from deployments.engine.video_selection import VideoSelection, select_frames
 from deployments.protocol.errors import (
     BadImageError,
     BadVideoError,
@@ -104,7 +100,7 @@ def assert_reads_match(path: Path, order: str, buffer_frames: int = 64, **option
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("video_source")
+    return tmp_path_factory.mktemp("videos")
 
 
 @pytest.fixture(scope="module")
@@ -423,7 +419,7 @@ def test_a_failing_worker_fails_reads_instead_of_hanging(clip, monkeypatch):
     def broken(*args: object) -> None:
         raise ValueError("a bug")
 
-    monkeypatch.setattr(video_source._Decoder, "read", broken)
+    monkeypatch.setattr(Decoder, "read", broken)
     index, selection = select(clip)
     with VideoReader(clip, index, selection) as reader, pytest.raises(RuntimeError, match="failed"):
         reader.frame(3)

@@ -5,17 +5,15 @@ every one runs in a thread pool and the replica's event loop stays free for Serv
 checks and for other sessions. Every session-scoped method takes ``owner``, the replica id the
 ingress found in the session store, and refuses a request that reached the wrong replica.
 
-The replica writes its sessions' prompt logs to the session store itself: each prompt, clear,
-removal and reset is appended, numbered, as the engine applies it (``Session.persist``). Every
-``reconcile_s`` it compares the sessions it took on with the store and frees those the store
-gives to no one here, so a create or rebuild that finished after its caller gave up, or a copy
-another replica rebuilt meanwhile, keeps no slot.
+It implements ``deployments.protocol.ReplicaApi``, the methods the ingress calls. The sessions
+it creates or rebuilds are adopted (``reconciliation``): their prompt logs are written to the
+session store as the engine applies each operation (``journal``), and those the store gives to
+no one here are freed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -32,14 +30,16 @@ from ray import serve
 from deployments.autoscaling import ACTIVE_SESSIONS
 from deployments.engine import Session, SessionEngine
 from deployments.engine.video import decode_image
+from deployments.journal import PromptJournal
 from deployments.metrics import ReplicaMetrics
 from deployments.protocol import (
     EXPORTS,
+    ClearResult,
     ExportFormat,
-    FrameMasks,
     MaskPage,
     NotFoundError,
     ObjectInfo,
+    ObjectNames,
     ObjectTimeline,
     Prompt,
     PromptResult,
@@ -53,15 +53,11 @@ from deployments.protocol import (
     StoreUnavailableError,
     VideoOptions,
 )
+from deployments.reconciliation import Reconciler
 from session_store import LogEntry, open_store
 
 T = TypeVar("T")
 logger = logging.getLogger("ray.serve")
-# How long an engine call waits for the store to take a prompt-log entry, the session's lock
-# held: past it the store counts as down and the request fails (503) instead.
-_JOURNAL_TIMEOUT_S = 10.0
-# How often ``settle_session`` looks whether a creation it waits for has ended.
-_SETTLE_POLL_S = 0.2
 
 
 class SAM2Replica:
@@ -75,11 +71,19 @@ class SAM2Replica:
             max_workers=self.settings.max_ongoing_requests, thread_name_prefix="engine-call"
         )
         self._metrics = ReplicaMetrics(self.engine.model_name)
-        self._store = open_store(self.settings.redis_url)
-        self._loop = asyncio.get_running_loop()  # Serve runs the constructor on it
-        # Sessions taken on for the store (created or rebuilt here) -> when (monotonic).
-        self._adopted: dict[str, float] = {}
-        self._reconciler = self._loop.create_task(self._reconcile_forever())
+        store = open_store(self.settings)
+        loop = asyncio.get_running_loop()  # Serve runs the constructor on it
+        self._reconciler = Reconciler(
+            self.engine,
+            store,
+            PromptJournal(store, loop, self.settings.journal_timeout_s),
+            self.replica_id,
+            self.settings.reconcile_s,
+            self.settings.settle_poll_s,
+            self._pool,
+            freed=self._count_sessions,
+        )
+        self._reconciling = loop.create_task(self._reconciler.reconcile_forever())
         logger.info(
             "SAM 2 replica %s: model %s on %s, computing in %s, compile %s, warm-up %.1f s",
             self.replica_id,
@@ -102,10 +106,13 @@ class SAM2Replica:
 
     def record_routing_stats(self) -> dict[str, Any]:
         """Read by the ingress's session router (placement) and by /health."""
-        self._metrics.active_sessions.set(self.engine.active_sessions)
-        return self.status()
+        self._count_sessions()
+        return self._stats()
 
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
+        return self._stats()
+
+    def _stats(self) -> dict[str, Any]:
         return {
             "replica": self.replica_id,
             "pid": os.getpid(),
@@ -145,7 +152,7 @@ class SAM2Replica:
             if is_upload:
                 Path(video).unlink(missing_ok=True)  # refused before it was moved
             raise
-        self._metrics.active_sessions.set(self.engine.active_sessions)
+        self._count_sessions()
         return info, self.replica_id
 
     async def restore_session(
@@ -153,7 +160,7 @@ class SAM2Replica:
         *,
         session_id: str,
         log: list[dict[str, Any]],
-        names: dict[int, tuple[str | None, str | None]],
+        names: ObjectNames,
     ) -> str:
         """Rebuild a session whose replica is gone: reopen its directory from the shared storage
         and replay its prompt log. Returns this replica's id, the new owner. If the caller gives
@@ -165,7 +172,7 @@ class SAM2Replica:
             forget = partial(self._pool.submit, self.engine.forget_session, session_id)
             rebuild.add_done_callback(lambda _: forget())
             raise
-        self._metrics.active_sessions.set(self.engine.active_sessions)
+        self._count_sessions()
         return self.replica_id
 
     async def settle_session(self, *, session_id: str, owner: str) -> bool:
@@ -176,9 +183,7 @@ class SAM2Replica:
         freed."""
         if owner != self.replica_id:
             raise SessionUnavailableError(f"this is replica {self.replica_id}, not {owner}")
-        while self._opening(session_id):
-            await asyncio.sleep(_SETTLE_POLL_S)
-        return await self._settle(session_id)
+        return await self._reconciler.settle_after_creation(session_id)
 
     async def session_info(self, *, session_id: str, owner: str) -> SessionInfo:
         return self._session(session_id, owner).info()
@@ -186,7 +191,7 @@ class SAM2Replica:
     async def delete_session(self, *, session_id: str, owner: str) -> None:
         self._session(session_id, owner)
         await self._call(self.engine.delete_session, session_id)
-        self._metrics.active_sessions.set(self.engine.active_sessions)
+        self._count_sessions()
 
     async def reset(self, *, session_id: str, owner: str) -> SessionInfo:
         return await self._journaled(session_id, self._session(session_id, owner).reset)
@@ -205,7 +210,7 @@ class SAM2Replica:
 
     async def clear_prompts(
         self, *, session_id: str, owner: str, frame_index: int, obj_id: int | None
-    ) -> FrameMasks:
+    ) -> ClearResult:
         session = self._session(session_id, owner)
         return await self._journaled(session_id, session.clear_prompts, frame_index, obj_id)
 
@@ -366,17 +371,12 @@ class SAM2Replica:
         """Create and adopt in one engine call, so a create whose caller gives up midway is
         still watched by reconciliation."""
         info = self.engine.create_session(video, options, session_id, move=move)
-        self._adopt(session_id)
+        self._reconciler.adopt(session_id)
         return info
 
-    def _restore(
-        self,
-        session_id: str,
-        log: list[LogEntry],
-        names: dict[int, tuple[str | None, str | None]],
-    ) -> None:
+    def _restore(self, session_id: str, log: list[LogEntry], names: ObjectNames) -> None:
         """Open and replay, then adopt (an engine-call thread); nothing is held if it fails."""
-        self._adopted.pop(session_id, None)
+        self._reconciler.disown(session_id)
         self.engine.forget_session(session_id)  # a stale copy of it here goes first
         session = self.engine.open_session(session_id)
         try:
@@ -384,76 +384,10 @@ class SAM2Replica:
         except BaseException:
             self.engine.forget_session(session_id)
             raise
-        self._adopt(session_id)
+        self._reconciler.adopt(session_id)
 
-    def _adopt(self, session_id: str) -> None:
-        """Take a session on for the store: its edits go to its prompt log, and reconciliation
-        watches it (one-shot sessions are never adopted)."""
-        self.engine.session(session_id).persist(partial(self._journal, session_id))
-        self._adopted[session_id] = time.monotonic()
-
-    def _journal(self, session_id: str, entry: LogEntry) -> None:
-        """Append one applied operation to the session's prompt log; runs on an engine-call
-        thread, the session's lock held. StoreUnavailableError if the store did not take it."""
-        appended = asyncio.run_coroutine_threadsafe(self._append(session_id, entry), self._loop)
-        try:
-            appended.result(_JOURNAL_TIMEOUT_S)
-        except Exception as exc:
-            appended.cancel()
-            raise StoreUnavailableError(
-                f"the session store did not take the prompt ({type(exc).__name__}); retry"
-            ) from exc
-
-    async def _append(self, session_id: str, entry: LogEntry) -> None:
-        if entry["op"] == "reset":  # the log and the object names start over
-            await self._store.clear(session_id)
-        await self._store.append_log(session_id, entry)
-
-    async def _reconcile_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.reconcile_s)
-            try:
-                await self._reconcile()
-            except Exception:  # the store may be restarting: nothing is freed, next round
-                logger.exception("reconciling sessions with the store failed")
-
-    async def _reconcile(self) -> None:
-        """Free the adopted sessions the store gives to no one here; one adopted less than a
-        period ago is left alone (its caller may still be writing its record)."""
-        now = time.monotonic()
-        for session_id, since in dict(self._adopted).items():
-            if not self._holds(session_id):
-                self._adopted.pop(session_id, None)
-            elif now - since >= self.settings.reconcile_s:
-                await self._settle(session_id)
-
-    async def _settle(self, session_id: str) -> bool:
-        """Delete the session (files too) if the store has no record of it, forget it (files
-        kept) if the record names another owner; whether a copy held here was freed."""
-        record = await self._store.get(session_id)
-        owned_here = record is not None and record.replica == self.replica_id
-        if owned_here or not self._holds(session_id):
-            return False
-        self._adopted.pop(session_id, None)
-        free = self.engine.delete_session if record is None else self.engine.forget_session
-        with contextlib.suppress(NotFoundError):  # freed meanwhile by a request
-            await self._call(free, session_id)
+    def _count_sessions(self) -> None:
         self._metrics.active_sessions.set(self.engine.active_sessions)
-        logger.info(
-            "freed session %s: %s", session_id, "no record" if record is None else "owned elsewhere"
-        )
-        return True
-
-    def _holds(self, session_id: str) -> bool:
-        try:
-            self.engine.session(session_id)
-        except NotFoundError:
-            return False
-        return True
-
-    def _opening(self, session_id: str) -> bool:
-        """Whether a creation of the session is under way here (a slot taken, not held yet)."""
-        return session_id in self.engine.session_ids() and not self._holds(session_id)
 
     def _record_propagation(self, done: PropagationDone) -> None:
         if done.frames and done.elapsed_s > 0:

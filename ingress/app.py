@@ -62,7 +62,7 @@ class Ingress:
 
     def __init__(self, replicas: DeploymentHandle, settings: dict[str, Any]) -> None:
         config = ServiceSettings(**settings)
-        self._service = SessionService(replicas, open_store(config.redis_url), config)
+        self._service = SessionService(replicas, open_store(config), config)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve builds the app in the replica, after __init__, around this replica's service."""

@@ -1,13 +1,15 @@
 """The one place that turns errors into the contract's error body and HTTP status.
 
 Errors raised in a replica reach the ingress wrapped by Ray (``RayTaskError``); they are
-unwrapped here, so every route simply lets them propagate.
+unwrapped here, so every route simply lets them propagate. The session store's failures arrive
+as ``session_store.StoreError`` (the store translates its backend's errors), so this module
+knows the store, not Redis.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,10 +17,10 @@ from fastapi.responses import JSONResponse
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.metrics import Counter
-from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from deployments.protocol import errors as e
+from session_store import StoreError
 
 logger = logging.getLogger("ray.serve")
 
@@ -50,8 +52,8 @@ def unwrap(error: BaseException) -> BaseException:
         error = error.cause
     if isinstance(error, RayActorError):
         return e.SessionUnavailableError("the SAM 2 replica holding this session stopped")
-    if isinstance(error, RedisError):
-        return e.StoreUnavailableError(f"the session store failed ({type(error).__name__}); retry")
+    if isinstance(error, StoreError):
+        return e.StoreUnavailableError(f"the session store failed ({error.kind}); retry")
     if isinstance(error, BackPressureError):
         return e.CapacityError("the SAM 2 replicas are overloaded; try again later")
     return error
@@ -69,22 +71,44 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
-def error_response(error: BaseException, retry_after_s: int) -> JSONResponse:
-    """The contract's response for any exception (500 only for our own bugs)."""
+class Rejection(NamedTuple):
+    """How the contract answers an error: its code, message, details and HTTP status."""
+
+    code: str
+    message: str
+    details: dict[str, Any]
+    status: int
+
+    def body(self) -> dict:
+        return error_body(self.code, self.message, self.details)
+
+
+def reject(error: BaseException) -> Rejection:
+    """The answer to an error, whichever way it reaches the client (a response, an NDJSON
+    line, a WebSocket message). Every one is counted in ``sam2_rejected_requests`` by code; one
+    that is not a project error is a bug: logged with its traceback, answered 500
+    ``internal_error``."""
     error = unwrap(error)
     if not isinstance(error, e.EngineError):
         logger.exception("unexpected error", exc_info=error)
-        return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
-    status = status_of(error)
+        _rejected.inc(tags={"code": "internal_error"})
+        return Rejection("internal_error", "internal server error", {}, 500)
     _rejected.inc(tags={"code": error.code})
-    headers = {"Retry-After": str(retry_after_s)} if status in _RETRY_LATER else None
-    if status == 401:
+    return Rejection(error.code, error.message, _jsonable(error.details), status_of(error))
+
+
+def count_rejection(code: str) -> None:
+    """Count an answer refused before it reached a route (request validation)."""
+    _rejected.inc(tags={"code": code})
+
+
+def error_response(error: BaseException, retry_after_s: int) -> JSONResponse:
+    """The contract's response for any exception (500 only for our own bugs)."""
+    rejection = reject(error)
+    headers = {"Retry-After": str(retry_after_s)} if rejection.status in _RETRY_LATER else None
+    if rejection.status == 401:
         headers = {"WWW-Authenticate": "Bearer"}
-    return JSONResponse(
-        error_body(error.code, error.message, _jsonable(error.details)),
-        status_code=status,
-        headers=headers,
-    )
+    return JSONResponse(rejection.body(), status_code=rejection.status, headers=headers)
 
 
 def install(app: FastAPI) -> None:
@@ -94,7 +118,7 @@ def install(app: FastAPI) -> None:
         return error_response(error, request.app.state.service.settings.retry_after_s)
 
     async def on_validation(_: Request, error: RequestValidationError) -> JSONResponse:
-        _rejected.inc(tags={"code": "validation_error"})
+        count_rejection("validation_error")
         errors = [
             {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
             for err in error.errors()
@@ -116,7 +140,7 @@ def install(app: FastAPI) -> None:
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)
-    handled = (e.EngineError, RayTaskError, RayActorError, BackPressureError, RedisError)
+    handled = (e.EngineError, RayTaskError, RayActorError, BackPressureError, StoreError)
     for error_type in (*handled, Exception):
         app.add_exception_handler(error_type, on_error)
 

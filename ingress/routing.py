@@ -11,36 +11,31 @@
   ``SessionUnavailableError`` when the replica is gone.
 - Any other call may go to any replica.
 
-Relies on two private parts of Ray Serve 2.60's ``RequestRouter`` (pinned in pyproject):
-``_remove_pending_request_from_indices`` to fail a request fast, and
-``_fulfill_next_pending_request``, overridden because the base class matches a chosen replica
-to a request by the parent HTTP request's id, which concurrent sibling calls share.
+This class uses Ray Serve's public request-router API only. The two private members it needs
+(a chosen replica handed to exactly its request; a request failed at once) are behind
+``ingress.router_adapter``, which says why.
 """
 
 from __future__ import annotations
 
-import importlib
 import time
-import weakref
 from typing import Any
 
-from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
+from ray.serve.request_router import PendingRequest, ReplicaID, RunningReplica
 
-from deployments.protocol import PLACEMENT_METHODS, EngineError, SessionUnavailableError
-
-# The routers of this process, for /health. Serve pickles the router class by value, so the
-# class that runs is a copy: it registers itself here through the imported module.
-live_routers: weakref.WeakSet[RequestRouter] = weakref.WeakSet()
+from deployments.protocol import PLACEMENT_METHODS, SessionUnavailableError
+from ingress.router_adapter import ExactRequestRouter
 
 
-class SessionRouter(RequestRouter):
+class SessionRouter(ExactRequestRouter):
     """Routes by session owner; places new sessions by free slots."""
 
-    def initialize_state(self, placement_grace_s: float = 2.0, **_: Any) -> None:
+    def initialize_state(self, placement_grace_s: float, **_: Any) -> None:
+        """``request_router_kwargs`` (``deployments/app.py``): the ``placement_grace_s`` setting."""
         self._placement_grace_s = placement_grace_s
         # session id -> (replica, when): placed here, maybe not in the replica's stats yet
         self._placed: dict[str, tuple[ReplicaID, float]] = {}
-        importlib.import_module(__name__).live_routers.add(self)
+        self.register()
 
     async def choose_replicas(
         self,
@@ -51,25 +46,33 @@ class SessionRouter(RequestRouter):
         if request is None or not candidate_replicas:
             return [candidate_replicas]
         if request.metadata.call_method in PLACEMENT_METHODS:
-            return self._place(request, candidate_replicas)
-        owner = request.kwargs.get("owner")
-        if owner is None:
+            ranks = self._place(request, candidate_replicas)
+        elif (owner := request.kwargs.get("owner")) is None:
             return [candidate_replicas]
-        replica = next((r for r in candidate_replicas if r.replica_id.unique_id == owner), None)
-        if replica is None:
-            return self._fail(
-                request,
-                SessionUnavailableError(
-                    f"the replica holding session {request.kwargs.get('session_id')} is gone",
-                    replica=owner,
-                ),
-                candidate_replicas,
-            )
-        return [[replica]]
+        else:
+            ranks = self._owner(request, owner, candidate_replicas)
+        # One replica fits, so a busy one is polled with Ray's backoff, not in a tight loop.
+        request.routing_context.should_backoff = True
+        return ranks
 
     def replica_stats(self) -> list[dict[str, Any]]:
         """The latest stats each running replica published (for /health)."""
-        return [dict(r.routing_stats or {}) for r in self._replicas.values()]
+        return [dict(r.routing_stats or {}) for r in self.curr_replicas.values()]
+
+    def _owner(
+        self, request: PendingRequest, owner: str, candidates: list[RunningReplica]
+    ) -> list[list[RunningReplica]]:
+        replica = next((r for r in candidates if r.replica_id.unique_id == owner), None)
+        if replica is not None:
+            return [[replica]]
+        self.fail(
+            request,
+            SessionUnavailableError(
+                f"the replica holding session {request.kwargs.get('session_id')} is gone",
+                replica=owner,
+            ),
+        )
+        return [candidates[:1]]  # a non-empty rank makes the routing loop see the done future
 
     def _place(
         self, request: PendingRequest, candidates: list[RunningReplica]
@@ -87,23 +90,3 @@ class SessionRouter(RequestRouter):
                 del self._placed[session_id]
         unseen = sum(1 for rid, _ in self._placed.values() if rid == replica.replica_id)
         return stats.get("free_slots", 0) - unseen  # no stats yet: count as full
-
-    def _fail(
-        self, request: PendingRequest, error: EngineError, candidates: list[RunningReplica]
-    ) -> list[list[RunningReplica]]:
-        """Fail the caller's request now instead of letting it wait for a replica."""
-        if not request.future.done():
-            request.future.set_exception(error)
-        self._remove_pending_request_from_indices(request)
-        return [candidates[:1]]  # a non-empty rank makes the routing loop see the done future
-
-    def _fulfill_next_pending_request(
-        self, replica: RunningReplica, request_metadata: Any = None
-    ) -> None:
-        """Hand the replica to exactly the request it was chosen for."""
-        for request in self._pending_requests_to_fulfill:
-            if request.metadata is request_metadata and not request.future.done():
-                self._record_queue_wait_time(request)
-                request.future.set_result(replica)
-                self._remove_pending_request_from_indices(request)
-                return

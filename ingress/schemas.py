@@ -28,13 +28,6 @@ SessionId = Annotated[
 ]
 # Largest frame index a request may name (frames are stored as 64-bit integers).
 MAX_INDEX = 2**31 - 1
-# Largest JSON body a route parses whole (a prompt with a mask's RLE, a propagation request, a
-# server-side video); past it the body is refused with 413 before it is parsed.
-MAX_JSON_BYTES = 4 * 2**20
-# Frames per page of GET .../masks: the default, and the most a client may ask for (a frame
-# holds up to max_objects RLEs, so a page of 2,000 frames is a few MB at most).
-MASKS_PAGE_DEFAULT = 500
-MASKS_PAGE_MAX = 2000
 
 
 class Session(BaseModel):

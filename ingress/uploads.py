@@ -24,10 +24,10 @@ from starlette.types import Message
 from deployments.protocol import (
     BodyTooLargeError,
     InvalidRequestError,
+    ServiceSettings,
     UploadTooLargeError,
     VideoTooLargeError,
 )
-from ingress.schemas import MAX_JSON_BYTES
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 _MAX_FORM_FIELDS = 32
@@ -136,8 +136,9 @@ def _copy(upload: UploadFile, target: Path) -> None:
 
 
 class LimitedBodyRoute(APIRoute):
-    """A route whose body FastAPI parses whole (JSON): at most ``MAX_JSON_BYTES``, refused with
-    413 from its Content-Length or once the streamed body passes it, before it is parsed.
+    """A route whose body FastAPI parses whole (JSON): at most the ``max_json_bytes`` setting,
+    refused with 413 from its Content-Length or once the streamed body passes it, before it is
+    parsed.
 
     The 413 is an ``HTTPException`` because FastAPI turns any other error raised while it reads
     a body into a 400.
@@ -147,11 +148,10 @@ class LimitedBodyRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def limited(request: Request) -> Response:
-            too_large = HTTPException(
-                413, f"the request body is larger than {MAX_JSON_BYTES} bytes"
-            )
+            most = _json_limit(request)
+            too_large = HTTPException(413, f"the request body is larger than {most} bytes")
             declared = request.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > MAX_JSON_BYTES:
+            if declared is not None and declared.isdigit() and int(declared) > most:
                 raise too_large
             receive, received = request.receive, 0
 
@@ -159,10 +159,16 @@ class LimitedBodyRoute(APIRoute):
                 nonlocal received
                 message = await receive()
                 received += len(message.get("body", b""))
-                if received > MAX_JSON_BYTES:
+                if received > most:
                     raise too_large
                 return message
 
             return await handler(Request(request.scope, receive_limited))
 
         return limited
+
+
+def _json_limit(request: Request) -> int:
+    """The service's ``max_json_bytes``; the default for an app without a service."""
+    service = request.app.state.service
+    return (service.settings if service is not None else ServiceSettings()).max_json_bytes

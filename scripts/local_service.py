@@ -29,7 +29,7 @@ def serve_locally(settings: dict[str, Any], port: int, name: str) -> Iterator[st
     import ray
     from ray import serve
 
-    from ingress.builder import build_app
+    from deployments.app import build_app
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

@@ -16,6 +16,21 @@ _CLAIMED_FIELDS = frozenset({"replica", "lease"})
 _TRANSITION_TRIES = 8
 
 
+class StoreError(Exception):
+    """The store's backend failed (unreachable, timed out, refused the command): the call may
+    succeed later. ``kind`` names the backend's error class. The session store raises this
+    rather than its client library's errors, so callers depend on the store, not on Redis: the
+    ingress answers it as the contract's ``StoreUnavailableError`` (503 with Retry-After)."""
+
+    def __init__(self, kind: str, message: str = "") -> None:
+        super().__init__(kind, message)
+        self.kind = kind
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}" if self.message else self.kind
+
+
 def check_unclaimed(changes: dict[str, Any]) -> None:
     """``update`` never sets the owner or the lease: ValueError."""
     if _CLAIMED_FIELDS & changes.keys():

@@ -7,15 +7,17 @@ Layout under a key prefix: ``session:<id>`` a hash of the record's fields (JSON 
 
 from __future__ import annotations
 
+import functools
 import json
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
-from session_store.base import SessionStore, check_unclaimed
+from session_store.base import SessionStore, StoreError, check_unclaimed
 from session_store.records import Lease, LogEntry, ObjectRecord, SessionRecord
 
 # HSET only when the hash exists, so an update never resurrects a deleted session.
@@ -44,13 +46,39 @@ return 1
 """
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _failures_as_store_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """A store call whose Redis failure (after the client's retries) raises ``StoreError``."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except redis.RedisError as exc:
+            raise StoreError(type(exc).__name__, str(exc)) from exc
+
+    return call
+
+
 class RedisSessionStore(SessionStore):
-    def __init__(self, url: str, prefix: str = "sam2serve:") -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "sam2serve:",
+        *,
+        retries: int,
+        retry_base_s: float,
+        retry_cap_s: float,
+    ) -> None:
+        """``retries`` and the backoff between them: the ``redis_retr*`` settings."""
         # A restarted Redis drops every connection: retry on a fresh one instead of failing.
         self._redis = redis.from_url(
             url,
             decode_responses=True,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=8),
+            retry=Retry(ExponentialBackoff(cap=retry_cap_s, base=retry_base_s), retries=retries),
             retry_on_error=[ConnectionError, TimeoutError],
         )
         self._prefix = prefix
@@ -65,6 +93,7 @@ class RedisSessionStore(SessionStore):
     def _index(self) -> str:
         return f"{self._prefix}sessions"
 
+    @_failures_as_store_errors
     async def create(self, record: SessionRecord) -> bool:
         key = self._key(record.session_id)
         fields = _dump(record.model_dump(mode="json"))
@@ -77,10 +106,12 @@ class RedisSessionStore(SessionStore):
             await pipe.execute()
         return True
 
+    @_failures_as_store_errors
     async def get(self, session_id: str) -> SessionRecord | None:
         fields = await self._redis.hgetall(self._key(session_id))
         return _load(fields) if len(fields) > 1 else None
 
+    @_failures_as_store_errors
     async def list(self) -> list[SessionRecord]:
         ids = await self._redis.zrange(self._index, 0, -1)
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -89,6 +120,7 @@ class RedisSessionStore(SessionStore):
             rows = await pipe.execute()
         return [_load(fields) for fields in rows if len(fields) > 1]
 
+    @_failures_as_store_errors
     async def update(self, session_id: str, **changes: Any) -> SessionRecord | None:
         check_unclaimed(changes)
         current = await self.get(session_id)
@@ -101,6 +133,7 @@ class RedisSessionStore(SessionStore):
             return None
         return updated
 
+    @_failures_as_store_errors
     async def claim(
         self,
         session_id: str,
@@ -111,6 +144,7 @@ class RedisSessionStore(SessionStore):
         args = [_field(value) for value in (*expected, replica, lease)]
         return bool(await self._claim(keys=[self._key(session_id)], args=args))
 
+    @_failures_as_store_errors
     async def delete(self, session_id: str) -> bool:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(self._key(session_id))
@@ -119,28 +153,34 @@ class RedisSessionStore(SessionStore):
             deleted, *_ = await pipe.execute()
         return bool(deleted)
 
+    @_failures_as_store_errors
     async def put_object(self, session_id: str, obj: ObjectRecord) -> None:
         if await self._redis.exists(self._key(session_id)):
             await self._redis.hset(
                 self._key(session_id, ":objects"), str(obj.obj_id), obj.model_dump_json()
             )
 
+    @_failures_as_store_errors
     async def delete_object(self, session_id: str, obj_id: int) -> None:
         await self._redis.hdel(self._key(session_id, ":objects"), str(obj_id))
 
+    @_failures_as_store_errors
     async def objects(self, session_id: str) -> list[ObjectRecord]:
         rows = await self._redis.hgetall(self._key(session_id, ":objects"))
         return [ObjectRecord.model_validate_json(rows[k]) for k in sorted(rows, key=int)]
 
+    @_failures_as_store_errors
     async def append_log(self, session_id: str, entry: LogEntry) -> None:
         keys = [self._key(session_id), self._key(session_id, ":log")]
         await self._append(keys=keys, args=[json.dumps(entry)])
 
+    @_failures_as_store_errors
     async def log(self, session_id: str) -> list[LogEntry]:
         return [
             json.loads(e) for e in await self._redis.lrange(self._key(session_id, ":log"), 0, -1)
         ]
 
+    @_failures_as_store_errors
     async def clear(self, session_id: str) -> None:
         await self._redis.delete(self._key(session_id, ":objects"), self._key(session_id, ":log"))
 

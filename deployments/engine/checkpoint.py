@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from deployments.engine import state as sam_state
+import deployments.engine.state as sam_state
 from deployments.engine.ledger import EXACT_KEY, OUTPUT_TENSORS, is_exact
 
 logger = logging.getLogger(__name__)

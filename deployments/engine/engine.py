@@ -18,7 +18,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from deployments.engine import compilation
+import deployments.engine.compilation as compilation
 from deployments.engine.executor import ModelExecutor
 from deployments.engine.features import EncoderBatcher
 from deployments.engine.frames import FrameSource
@@ -27,8 +27,9 @@ from deployments.engine.models import load_predictor, resolve_device
 from deployments.engine.precision import resolve_compute_dtype
 from deployments.engine.predictor import ServingVideoPredictor
 from deployments.engine.session import Session
+from deployments.engine.still_image import ImageReader, write_image
 from deployments.engine.video import SessionVideo, load_video, store_video
-from deployments.engine.video_source import FrameReader, ImageReader, write_image
+from deployments.engine.video_reader import FrameReader
 from deployments.protocol.errors import (
     CapacityError,
     ConflictError,
@@ -322,6 +323,7 @@ class SessionEngine:
                 offload_state_to_cpu=self.settings.offload_state_to_cpu,
                 feature_cache_bytes=self.settings.feature_cache_mb * 2**20,
                 retention_bytes=int(self.settings.retention_mb * 2**20),
+                overlay_alpha=self.settings.overlay_alpha,
             )
         except BaseException:
             frames.close()

@@ -26,8 +26,6 @@ from deployments.protocol.types import (
     VideoInfo,
 )
 
-_OVERLAY_ALPHA = 0.45
-
 
 def palette() -> np.ndarray:
     """The DAVIS / PASCAL VOC palette: 256 RGB colours, index 0 black."""
@@ -54,6 +52,7 @@ class ExportSource:
     frames: FrameSource
     masks: MaskStore
     objects: list[ObjectInfo]
+    overlay_alpha: float  # the MP4's masks: the overlay_alpha setting
 
 
 def write_export(source: ExportSource, fmt: ExportFormat, target: Path, obj_id: int | None) -> None:
@@ -74,17 +73,16 @@ def write_track_zip(source: ExportSource, target: Path) -> None:
             archive.writestr(f"{index:05d}.png", _png(binary))
 
 
-def render_overlay(rgb: np.ndarray, masks: Iterable[FrameMask]) -> np.ndarray:
-    """The frame with each object's mask tinted in its palette colour and outlined."""
+def render_overlay(rgb: np.ndarray, masks: Iterable[FrameMask], alpha: float) -> np.ndarray:
+    """The frame with each object's mask tinted in its palette colour at ``alpha`` (the
+    ``overlay_alpha`` setting) and outlined."""
     out = rgb.copy()
     for mask in masks:
         if mask.area == 0:
             continue
         binary = decode_mask(mask.rle)
         colour = PALETTE[mask.obj_id].astype(np.float32)
-        out[binary] = (out[binary] * (1 - _OVERLAY_ALPHA) + colour * _OVERLAY_ALPHA).astype(
-            np.uint8
-        )
+        out[binary] = (out[binary] * (1 - alpha) + colour * alpha).astype(np.uint8)
         contours, _ = cv2.findContours(
             binary.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
         )
@@ -197,7 +195,7 @@ def _mp4(source: ExportSource, target: Path, obj_id: int | None) -> None:
         stream = container.add_stream("libx264", rate=_rate(video.fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for index, masks in _frames_with_masks(source, obj_id):
-            rgb = render_overlay(source.frames.read_rgb(index), masks)
+            rgb = render_overlay(source.frames.read_rgb(index), masks, source.overlay_alpha)
             if (width, height) != (video.width, video.height):
                 rgb = cv2.copyMakeBorder(
                     rgb, 0, height - video.height, 0, width - video.width, cv2.BORDER_CONSTANT

@@ -22,12 +22,9 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
-
-if TYPE_CHECKING:
-    from deployments.engine.predictor import ServingVideoPredictor
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +137,16 @@ class FrameToEncode:
 UpcomingFrame = Callable[[], FrameToEncode | None]
 
 
+class FrameEncoder(Protocol):
+    """What the batcher needs of the model: ``ServingVideoPredictor`` is one. A Protocol, so
+    that this module stays below ``predictor``, which imports it (one way, no cycle)."""
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def encode_frames(self, images: Sequence[torch.Tensor]) -> list[FrameFeatures]: ...
+
+
 class EncoderBatcher:
     """Runs the image encoder once for the frames several sessions' propagation steps will
     need next, so that each step then finds its frame in its session's cache.
@@ -149,7 +156,7 @@ class EncoderBatcher:
     needs two frames at least: a frame alone is left to its step, which encodes it exactly.
     """
 
-    def __init__(self, predictor: ServingVideoPredictor, max_batch: int) -> None:
+    def __init__(self, predictor: FrameEncoder, max_batch: int) -> None:
         self.predictor = predictor
         self.max_batch = max_batch
         self.batches = 0

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
-from deployments.engine import prompting
-from deployments.engine import state as sam_state
+import deployments.engine.prompting as prompting
+import deployments.engine.state as sam_state
 from deployments.engine.checkpoint import StateCheckpoint
 from deployments.engine.masks import MaskStore, decode_mask
 from deployments.protocol.errors import InvalidRequestError

@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from deployments.engine import prompting
-from deployments.engine import state as sam_state
+import deployments.engine.prompting as prompting
+import deployments.engine.state as sam_state
 from deployments.engine.checkpoint import StateCheckpoint
 from deployments.engine.executor import ModelExecutor
 from deployments.engine.exports import (
@@ -93,6 +93,7 @@ class Session(SessionPropagation):
         offload_state_to_cpu: bool,
         feature_cache_bytes: int,
         retention_bytes: int,
+        overlay_alpha: float,
     ) -> None:
         self.id = session_id
         self.directory = directory
@@ -100,6 +101,7 @@ class Session(SessionPropagation):
         self.model_name = model_name
         self.created_at = datetime.now().astimezone()
         self.max_objects = max_objects
+        self.overlay_alpha = overlay_alpha
         self._predictor = predictor
         self._executor = executor
         self.frames = frames
@@ -182,7 +184,8 @@ class Session(SessionPropagation):
     def overlay_jpeg(self, frame_index: int, quality: int = 90) -> bytes:
         """The processed frame with every stored mask drawn on it, as JPEG."""
         self._check_frame(frame_index)
-        rgb = render_overlay(self.frames.read_rgb(frame_index), self.masks.frame(frame_index))
+        masks = self.masks.frame(frame_index)
+        rgb = render_overlay(self.frames.read_rgb(frame_index), masks, self.overlay_alpha)
         return encode_jpeg(rgb, quality)
 
     def review(self, score_threshold: float, iou_threshold: float) -> list[ReviewItem]:
@@ -300,11 +303,8 @@ class Session(SessionPropagation):
         self, log: list[dict[str, Any]], names: dict[int, tuple[str | None, str | None]]
     ) -> None:
         """Rebuild SAM 2's state on a session reopened from its directory (another replica
-        held it): the checkpoint's prompt state, bit for bit, with no non-conditioning output
-        (as a live session whose window dropped them all), then the prompt-log entries after
-        the checkpoint's sequence number applied as live operations, in order. Without a
-        checkpoint (a log written before checkpoints existed) the whole log is replayed and
-        every output marked inexact. Later entries continue the numbering. The MaskStore is
+        held it), as ``rebuild.rebuild_state`` says: as a live session whose window dropped
+        every tracked output. Later entries continue the log's numbering. The MaskStore is
         left as it is: it already holds every mask computed before, on whichever replica."""
         entries = sorted(log, key=lambda entry: entry.get("seq", 0))
         with self._idle():
@@ -333,7 +333,7 @@ class Session(SessionPropagation):
     # ---- internals -----------------------------------------------------------------------------
 
     def _export_source(self) -> ExportSource:
-        return ExportSource(self.video, self.frames, self.masks, self.objects())
+        return ExportSource(self.video, self.frames, self.masks, self.objects(), self.overlay_alpha)
 
     def _run(self, fn: Callable[[], T]) -> T:
         return self._executor.run(self.id, fn)

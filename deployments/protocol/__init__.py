@@ -1,11 +1,11 @@
-"""The contract between the ingress and the SAM 2 replicas: request and result types, the
-error hierarchy, settings, the model registry and the replica's call names.
+"""The contract between the ingress and the SAM 2 replicas: the replica's interface
+(``ReplicaApi``), request and result types, the error hierarchy, settings and the model
+registry.
 
 Torch-free by design (pydantic and the standard library only): the ingress imports this and
 never ``deployments.engine``, so an ingress replica loads neither torch, OpenCV nor PyAV.
 """
 
-from deployments.protocol.calls import CREATE_METHOD, PLACEMENT_METHODS
 from deployments.protocol.errors import (
     BadImageError,
     BadVideoError,
@@ -28,6 +28,13 @@ from deployments.protocol.errors import (
     VideoTooLargeError,
 )
 from deployments.protocol.registry import CUSTOM, REGISTRY, ModelSpec
+from deployments.protocol.replica_api import (
+    METHODS,
+    PLACEMENT_METHODS,
+    STREAMING_METHODS,
+    ObjectNames,
+    ReplicaApi,
+)
 from deployments.protocol.settings import EngineSettings, ServiceSettings
 from deployments.protocol.types import (
     EXPORTS,
@@ -58,13 +65,14 @@ from deployments.protocol.types import (
 )
 
 __all__ = [
-    "CREATE_METHOD",
     "CUSTOM",
     "EXPORTS",
+    "METHODS",
     "PLACEMENT_METHODS",
     "REGISTRY",
     "RLE",
     "SESSION_ID_PATTERN",
+    "STREAMING_METHODS",
     "BadImageError",
     "BadVideoError",
     "BodyTooLargeError",
@@ -87,6 +95,7 @@ __all__ = [
     "ModelSpec",
     "NotFoundError",
     "ObjectInfo",
+    "ObjectNames",
     "ObjectTimeline",
     "Preparation",
     "Prompt",
@@ -95,6 +104,7 @@ __all__ = [
     "PropagationEvent",
     "PropagationProgress",
     "PropagationRequest",
+    "ReplicaApi",
     "ReviewItem",
     "ServiceSettings",
     "SessionInfo",

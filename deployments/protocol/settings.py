@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # What torch.compile covers (``deployments.engine.compilation``).
@@ -96,6 +96,13 @@ class EngineSettings(BaseSettings):
         description="Most frames the image encoder runs in one batch for sessions of a replica "
         "propagating at once (their next frames); 1 turns batching off.",
     )
+    overlay_alpha: float = Field(
+        0.45,
+        gt=0,
+        le=1,
+        description="Opacity of an object's colour over the frame, where the service draws masks "
+        "(the overlay route, MP4 exports) and on the annotation page (served to it).",
+    )
 
 
 class ServiceSettings(EngineSettings):
@@ -115,6 +122,16 @@ class ServiceSettings(EngineSettings):
         validation_alias=AliasChoices("redis_url", "REDIS_URL", "SAM2_SERVE_REDIS_URL"),
         description="Redis session store; none: the embedded store (a named Ray actor).",
     )
+    redis_retries: int = Field(
+        8,
+        ge=0,
+        description="Times a Redis call is retried on a fresh connection after a dropped one "
+        "(a restarted Redis), before the request fails with 503.",
+    )
+    redis_retry_base_s: float = Field(
+        0.05, gt=0, description="First wait between Redis retries; it doubles at each retry."
+    )
+    redis_retry_cap_s: float = Field(1.0, gt=0, description="Longest wait between Redis retries.")
     max_upload_bytes: int = Field(
         16 * 2**30, ge=1, description="Largest upload; bigger ones get 413 while streaming."
     )
@@ -123,9 +140,48 @@ class ServiceSettings(EngineSettings):
         ge=1,
         description="Largest image for /api/v1/image/segment (multipart, or base64 in JSON).",
     )
+    max_json_bytes: int = Field(
+        4 * 2**20,
+        ge=1,
+        description="Largest JSON body (prompts, propagation requests, server-side videos), "
+        "refused before it is parsed; a base64 image may add 4/3 of max_image_bytes to it.",
+    )
+    masks_page_size: int = Field(
+        500, ge=1, description="Frames per page of GET .../masks when the client names no limit."
+    )
+    masks_page_max: int = Field(
+        2000,
+        ge=1,
+        le=2000,
+        description="Most frames a client may ask for per page of GET .../masks. 2000, the "
+        "schema's maximum, is also this setting's: a deployment may lower it.",
+    )
+    review_score_threshold: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Review and timelines: a score below it flags the frame, when the client "
+        "names no score_threshold.",
+    )
+    review_iou_threshold: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Review and timelines: an IoU with the previous frame below it is an area "
+        "jump, when the client names no iou_threshold.",
+    )
     min_replicas: int = Field(1, ge=1, description="SAM 2 replicas kept running.")
     max_replicas: int = Field(4, ge=1, description="Most SAM 2 replicas autoscaling starts.")
     spare_slots: int = Field(1, ge=0, description="Free session slots autoscaling keeps ready.")
+    upscale_delay_s: float = Field(
+        0, ge=0, description="How long autoscaling waits before it adds replicas."
+    )
+    downscale_delay_s: float = Field(
+        120,
+        ge=0,
+        description="How long autoscaling waits before it stops replicas (their sessions are "
+        "rebuilt elsewhere on next use).",
+    )
     replica_num_gpus: float = Field(0.0, ge=0, description="GPU share per replica (0.33-0.5).")
     replica_num_cpus: float = Field(0.5, ge=0, description="CPUs reserved per replica.")
     ingress_num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per ingress replica.")
@@ -149,10 +205,40 @@ class ServiceSettings(EngineSettings):
         "(record gone: deleted; another owner: forgotten); one it took on less than this long "
         "ago is left alone.",
     )
+    journal_timeout_s: float = Field(
+        10,
+        gt=0,
+        description="How long a replica waits for the store to take a prompt-log entry, the "
+        "session's lock held; past it the store counts as down and the request fails (503).",
+    )
+    settle_poll_s: float = Field(
+        0.2,
+        gt=0,
+        description="How often a replica asked to free a session whose creation is under way "
+        "looks whether the creation has ended.",
+    )
     retry_after_s: int = Field(10, ge=1, description="Retry-After sent with 503.")
     routing_stats_period_s: float = Field(
         1.0, gt=0, description="How often the router refreshes each replica's free slots."
     )
+    routing_stats_timeout_s: float = Field(
+        10,
+        gt=0,
+        description="How long a replica's routing stats report may take before Serve gives up "
+        "on that report (the router keeps the last one).",
+    )
+    placement_grace_s: float = Field(
+        3.0,
+        gt=0,
+        description="How long the router counts a session it placed against its replica while "
+        "the replica's stats do not show it yet; a few routing_stats_period_s.",
+    )
+
+    @model_validator(mode="after")
+    def _page_within_its_max(self) -> ServiceSettings:
+        if self.masks_page_size > self.masks_page_max:
+            raise ValueError("masks_page_size must not exceed masks_page_max")
+        return self
 
     @property
     def upload_dir(self) -> Path:

@@ -20,7 +20,6 @@ from ingress.routers.deps import Service
 from ingress.schemas import (
     BINARY,
     ERROR_RESPONSES,
-    MAX_JSON_BYTES,
     ImagePrompt,
     ImageRequest,
     ImageSegmentation,
@@ -48,18 +47,21 @@ _BODY = request_body(
 )
 async def segment(request: Request, service: Service) -> ImageSegmentation:
     """Masks with scores for one image (multipart `file` + `prompts`, or base64 JSON)."""
-    image, prompt = await _read(request, service.settings.max_image_bytes)
+    image, prompt = await _read(
+        request, service.settings.max_image_bytes, service.settings.max_json_bytes
+    )
     result, width, height, elapsed_ms = await service.segment_image(image, prompt)
     return ImageSegmentation(
         masks=result.masks, width=width, height=height, inference_ms=elapsed_ms
     )
 
 
-async def _read(request: Request, limit: int) -> tuple[bytes, Prompt]:
-    """The image (at most ``limit`` bytes; base64 JSON proportionally more) and its prompt."""
+async def _read(request: Request, limit: int, json_limit: int) -> tuple[bytes, Prompt]:
+    """The image (at most ``limit`` bytes; base64 JSON proportionally more, plus the JSON
+    body's own ``json_limit``) and its prompt."""
     kind = media_type(request)
     if kind == "application/json":
-        body = await read_json(request, ImageRequest, limit * 4 // 3 + MAX_JSON_BYTES)
+        body = await read_json(request, ImageRequest, limit * 4 // 3 + json_limit)
         try:
             image = base64.b64decode(body.image, validate=True)
         except (binascii.Error, ValueError):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
-from ingress.routers.deps import Service, Thresholds
+from ingress.routers.deps import MASKS_PAGE_MAX, MASKS_PAGE_SIZE, Service, Thresholds, masks_page
 from ingress.schemas import (
     ERROR_RESPONSES,
-    MASKS_PAGE_DEFAULT,
-    MASKS_PAGE_MAX,
     MAX_INDEX,
     FrameMasksResponse,
     MasksResponse,
@@ -22,21 +20,22 @@ router = APIRouter(prefix="/api/v1/sessions/{session_id}", tags=["masks"])
 
 @router.get("/masks", response_model=MasksResponse, responses=ERROR_RESPONSES)
 async def get_masks(
+    request: Request,
     session_id: SessionId,
     service: Service,
     start: int | None = Query(None, ge=0, le=MAX_INDEX, description="First frame (inclusive)."),
     end: int | None = Query(None, ge=0, le=MAX_INDEX, description="Last frame (inclusive)."),
     obj_id: int | None = Query(None, ge=1, le=255, description="Only this object."),
     limit: int = Query(
-        MASKS_PAGE_DEFAULT,
+        MASKS_PAGE_SIZE,
         ge=1,
         le=MASKS_PAGE_MAX,
-        description=f"Frames per page (default {MASKS_PAGE_DEFAULT}, at most {MASKS_PAGE_MAX}).",
+        description=f"Frames per page (default {MASKS_PAGE_SIZE}, at most {MASKS_PAGE_MAX}).",
     ),
 ) -> MasksResponse:
     """Computed masks in the range, a page at a time; frames without a mask are left out.
     `next_start` says where the next page starts."""
-    page = await service.masks(session_id, start, end, obj_id, limit)
+    page = await service.masks(session_id, start, end, obj_id, masks_page(request, limit))
     return MasksResponse(
         frames=[FrameMasksResponse(frame_index=f.frame_index, masks=f.masks) for f in page.frames],
         next_start=page.next_start,

@@ -1,10 +1,14 @@
-"""Propagation: streamed as NDJSON (one line per frame, then done) or summarised as JSON."""
+"""Propagation: streamed as NDJSON (one line per frame, then done) or summarised as JSON.
+
+Errors in the streams (NDJSON once the 200 is sent, WebSocket) are answered in-band as the
+contract says, through ``errors.reject`` like every other error: counted in
+``sam2_rejected_requests`` by code, and logged with their traceback when unexpected."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Header, WebSocket, WebSocketDisconnect
@@ -12,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from deployments.protocol import PropagationDone, PropagationEvent, PropagationRequest
-from ingress.errors import error_body, status_of, unwrap
+from ingress.errors import Rejection, count_rejection, error_body, reject
 from ingress.routers.deps import Service, bearer_key
 from ingress.schemas import (
     ERROR_RESPONSES,
@@ -22,6 +26,7 @@ from ingress.schemas import (
 )
 from ingress.uploads import LimitedBodyRoute
 
+logger = logging.getLogger("ray.serve")
 router = APIRouter(
     prefix="/api/v1/sessions/{session_id}", tags=["propagation"], route_class=LimitedBodyRoute
 )
@@ -72,17 +77,18 @@ async def propagate_ws(websocket: WebSocket, session_id: SessionId) -> None:
     await websocket.accept()
     try:
         service = websocket.app.state.service.for_caller(bearer_key(websocket))
-        request = PropagationRequest.model_validate(await websocket.receive_json())
+        try:
+            request = PropagationRequest.model_validate(await websocket.receive_json())
+        except ValueError as exc:  # not JSON, or not a propagation request (ValidationError)
+            message = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            count_rejection("validation_error")
+            await _close_with_error(websocket, Rejection("validation_error", message, {}, 422))
+            return
         events = await service.propagate(session_id, request)
     except WebSocketDisconnect:
         return
-    except (ValidationError, ValueError) as exc:
-        message = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-        await _close_with_error(websocket, "validation_error", message, 422)
-        return
     except Exception as exc:
-        error = unwrap(exc)
-        await _close_with_error(websocket, *_describe(error), status_of(error))
+        await _close_with_error(websocket, reject(exc))
         return
     await _stream(websocket, events)
 
@@ -99,28 +105,28 @@ async def _stream(websocket: WebSocket, events: AsyncIterator[PropagationEvent])
     done, _ = await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
     if sender not in done:  # the client left (or spoke out of turn): stop
         sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
+        try:
             await sender
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # it failed as the client left: no one to tell, but not unseen
+            logger.warning("a propagation stream failed as its client left", exc_info=True)
         await events.aclose()
         return
     watcher.cancel()
     if (exc := sender.exception()) is not None:
-        error = unwrap(exc)
-        await _close_with_error(websocket, *_describe(error), status_of(error))
+        await _close_with_error(websocket, reject(exc))
         return
     await websocket.close()
 
 
-async def _close_with_error(websocket: WebSocket, code: str, message: str, status: int) -> None:
-    with contextlib.suppress(Exception):
-        await websocket.send_text(json.dumps({"type": "error", **error_body(code, message)}))
-        await websocket.close(code=4000 + status)
-
-
-def _describe(error: BaseException) -> tuple[str, str]:
-    return getattr(error, "code", "internal_error"), getattr(
-        error, "message", "internal server error"
-    )
+async def _close_with_error(websocket: WebSocket, rejection: Rejection) -> None:
+    message = json.dumps({"type": "error", **error_body(rejection.code, rejection.message)})
+    try:
+        await websocket.send_text(message)
+        await websocket.close(code=4000 + rejection.status)
+    except Exception:  # expected: the client left meanwhile (the error is counted already)
+        logger.debug("a propagation error found its client gone", exc_info=True)
 
 
 async def _ndjson(events: AsyncIterator[PropagationEvent]) -> AsyncIterator[str]:
@@ -129,4 +135,5 @@ async def _ndjson(events: AsyncIterator[PropagationEvent]) -> AsyncIterator[str]
         async for event in events:
             yield event.model_dump_json() + "\n"
     except Exception as exc:  # the 200 is sent: report in-band, as the contract says
-        yield json.dumps({"type": "error", **error_body(*_describe(unwrap(exc)))}) + "\n"
+        rejection = reject(exc)
+        yield json.dumps({"type": "error", **error_body(rejection.code, rejection.message)}) + "\n"

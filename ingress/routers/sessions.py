@@ -19,7 +19,6 @@ from ingress.routers.deps import Service
 from ingress.schemas import (
     BINARY,
     ERROR_RESPONSES,
-    MAX_JSON_BYTES,
     ServerVideo,
     Session,
     SessionId,
@@ -64,7 +63,7 @@ async def create_session(request: Request, service: Service) -> Session:
     if kind == "multipart/form-data":
         return await _create_from_upload(request, service)
     if kind == "application/json":
-        body = await read_json(request, ServerVideo, MAX_JSON_BYTES)
+        body = await read_json(request, ServerVideo, service.settings.max_json_bytes)
         video = _server_video(service.settings.video_root, body.video_path)
         options = VideoOptions(**body.model_dump(include=set(_OPTION_FIELDS)))
         return await service.create(video, options, body.model, is_upload=False)

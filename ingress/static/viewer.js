@@ -5,8 +5,8 @@
 import { colour } from "./palette.js";
 import { paintLabels } from "./rle.js";
 
-// The server's overlay alpha (deployments/engine/exports.py: _OVERLAY_ALPHA = 0.45).
-export const MASK_ALPHA = Math.round(0.45 * 255);
+// The server's overlay alpha (its overlay_alpha setting), which it writes into the page.
+export const MASK_ALPHA = Math.round(serverOverlayAlpha() * 255);
 const DRAG_PX = 5; // a press that moves less than this (screen pixels) is a click
 
 export class Viewer {
@@ -202,4 +202,11 @@ function clamp(value, low, high) {
 
 function round(value) {
   return Math.round(value * 10) / 10;
+}
+
+/** The overlay alpha the server wrote into the page's <meta name="overlay-alpha">. */
+function serverOverlayAlpha() {
+  const alpha = Number(document.querySelector('meta[name="overlay-alpha"]')?.content);
+  if (!(alpha > 0 && alpha <= 1)) throw new Error("the page lacks the server's overlay alpha");
+  return alpha;
 }

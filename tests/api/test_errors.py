@@ -10,6 +10,8 @@ import redis.exceptions
 
 from deployments.protocol import errors as e
 from ingress.errors import error_response, status_of, unwrap
+from session_store import StoreError
+from session_store.redis_store import RedisSessionStore
 
 
 @pytest.mark.parametrize(
@@ -65,10 +67,25 @@ def test_unexpected_errors_are_500_without_internals():
         redis.exceptions.ConnectionError("refused"),
     ],
 )
-def test_store_failures_are_503_with_retry_after(error):
-    response = error_response(error, retry_after_s=4)
+async def test_store_failures_are_503_with_retry_after(error, monkeypatch):
+    """A Redis failure leaves the store as its own ``StoreError`` (the ingress never sees
+    Redis's classes), which the ingress answers 503 with Retry-After."""
+    # never connects: the call fails first
+    store = RedisSessionStore("redis://127.0.0.1:1", retries=0, retry_base_s=0.01, retry_cap_s=0.01)
+
+    async def fail(*_):
+        raise error
+
+    monkeypatch.setattr(store._redis, "hgetall", fail)
+    with pytest.raises(StoreError) as failed:
+        await store.get("s")
+    await store.close()
+    failed = pickle.loads(pickle.dumps(failed.value))  # as it crosses from a replica
+    response = error_response(failed, retry_after_s=4)
     assert response.status_code == 503 and response.headers["Retry-After"] == "4"
-    assert json.loads(response.body)["error"]["code"] == "store_unavailable"
+    body = json.loads(response.body)["error"]
+    assert body["code"] == "store_unavailable"
+    assert body["message"] == f"the session store failed ({type(error).__name__}); retry"
 
 
 def test_bodies_past_their_limit_are_413():

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from ray import serve
 
-from ingress.builder import build_app
+from deployments.app import build_app
 from tests.servers import RedisServer, free_port, local_ray
 from tests.videos import write_video
 

@@ -8,9 +8,8 @@ import time
 import pytest
 import ray
 from ray import serve
-from ray.serve.api import _run
 
-from ingress.builder import build_app
+from deployments.app import build_app
 from tests.serve.conftest import stack_settings
 from tests.servers import local_ray
 
@@ -30,7 +29,8 @@ def replica_states(app: str) -> dict[str, int]:
 def test_three_third_gpu_replicas_start_and_a_fourth_pends(one_gpu_cluster, tmp_path):
     settings = stack_settings(tmp_path, min_replicas=4, max_replicas=4, replica_num_gpus=0.33)
     # serve.run would wait forever for the fourth replica: deploy without waiting.
-    _run(build_app(settings), name="gpu", route_prefix="/gpu", _blocking=False)
+    target = serve.RunTarget(build_app(settings), name="gpu", route_prefix="/gpu")
+    serve.run_many([target], wait_for_applications_running=False)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         states = replica_states("gpu")

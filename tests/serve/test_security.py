@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ingress.schemas import MAX_JSON_BYTES
+from deployments.protocol import ServiceSettings
 from tests.serve.conftest import deploy, stack_settings
 from tests.videos import write_video
 
@@ -171,7 +171,7 @@ def test_malformed_session_ids_are_refused_at_the_edge(stack):
 
 
 def test_json_bodies_past_their_limit_are_413_before_parsing(stack):
-    pad = "x" * (MAX_JSON_BYTES + 1)
+    pad = "x" * (ServiceSettings().max_json_bytes + 1)  # the stack keeps the default
     routes = (
         "/api/v1/sessions",
         "/api/v1/sessions/abcdefgh12345678/prompts",

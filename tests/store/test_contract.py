@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from deployments.protocol import ServiceSettings
 from session_store import Lease, ObjectRecord, SessionRecord, open_store
 from session_store.memory import InMemorySessionStore
 from tests.servers import RedisServer, local_ray
@@ -37,7 +38,7 @@ async def store(request):
 
         store = ActorSessionStore(name=f"store-{uuid.uuid4().hex}")
     else:
-        store = open_store(request.getfixturevalue("redis_server").url)
+        store = open_store(ServiceSettings(redis_url=request.getfixturevalue("redis_server").url))
     yield store
     for record in await store.list():
         await store.delete(record.session_id)

@@ -25,6 +25,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from deployments.engine.exports import PALETTE
+from deployments.protocol import ServiceSettings
 from tests.serve.conftest import Stack, deploy, stack_settings
 from tests.videos import circle_at, write_video
 
@@ -35,7 +36,9 @@ NUM_FRAMES = 12
 SIZE = (160, 120)
 KEY = "web-key-0123456789"
 WAIT_S = 180  # an upper bound for explicit waits on a busy 2-core machine, never a measurement
-MASK_ALPHA = round(0.45 * 255) / 255  # ingress/static/viewer.js: the server's overlay alpha
+# The server's overlay alpha (the overlay_alpha setting, served to the page), as the page's
+# canvas holds it (a byte).
+MASK_ALPHA = round(ServiceSettings().overlay_alpha * 255) / 255
 
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
@@ -188,6 +191,7 @@ def test_the_page_and_its_files_are_open_and_the_prefix_redirects(keyed_stack):
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert 'src="static/app.js"' in page.text
+    assert f'<meta name="overlay-alpha" content="{ServiceSettings().overlay_alpha:g}"' in page.text
     for name in ("app.js", "api.js", "rle.js", "viewer.js", "style.css"):
         assert client.get(f"/static/{name}").status_code == 200, name
     assert client.get("/api/v1/sessions").status_code == 401

@@ -1,5 +1,8 @@
 """``build_app``: the Serve application from the one settings model. ``serve run`` and
-``serve deploy`` call it with the config's ``args`` (``import_path: ingress.builder:build_app``)."""
+``serve deploy`` call it with the config's ``args`` (``import_path: deployments.app:build_app``).
+
+It composes both sides, the ingress and the SAM 2 replica, so it sits above them: the ingress
+never imports the replica (nor torch), and nothing imports this module."""
 
 from __future__ import annotations
 
@@ -14,7 +17,13 @@ from deployments.replica import SAM2Replica
 from ingress.app import Ingress
 from ingress.routing import SessionRouter
 
-_SCALING_FIELDS = {"min_replicas", "max_replicas", "spare_slots"}
+_SCALING_FIELDS = {
+    "min_replicas",
+    "max_replicas",
+    "spare_slots",
+    "upscale_delay_s",
+    "downscale_delay_s",
+}
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
@@ -34,10 +43,8 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
             "request_router_class": f"{SessionRouter.__module__}:{SessionRouter.__name__}",
             "request_routing_stats_period_s": settings.routing_stats_period_s,
             # A placement counts against its replica until the replica's next reports show it.
-            "request_router_kwargs": {
-                "placement_grace_s": max(2.0, 3 * settings.routing_stats_period_s)
-            },
-            "request_routing_stats_timeout_s": 10,
+            "request_router_kwargs": {"placement_grace_s": settings.placement_grace_s},
+            "request_routing_stats_timeout_s": settings.routing_stats_timeout_s,
         },
         **_scaling(settings),
     )
@@ -53,8 +60,8 @@ def _scaling(settings: ServiceSettings) -> dict[str, Any]:
         "autoscaling_config": {
             "min_replicas": settings.min_replicas,
             "max_replicas": settings.max_replicas,
-            "upscale_delay_s": 0,
-            "downscale_delay_s": 120,
+            "upscale_delay_s": settings.upscale_delay_s,
+            "downscale_delay_s": settings.downscale_delay_s,
             "metrics_interval_s": 1,
             "look_back_period_s": 2,
             "aggregation_function": "max",

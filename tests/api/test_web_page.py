@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from deployments.protocol import ServiceSettings
 from ingress.app import create_app
+from ingress.web import STATIC_DIR
 
 
 def page(service: object | None = None) -> str:
@@ -30,3 +31,10 @@ def test_the_page_is_served_the_overlay_alpha_setting():
 
 def test_the_page_is_outside_the_schema():
     assert "/" not in create_app().openapi()["paths"]
+
+
+def test_no_page_module_is_over_300_lines():
+    """Each script does one job (issue 20); app.js only wires them."""
+    sizes = {path.name: len(path.read_text().splitlines()) for path in STATIC_DIR.glob("*.js")}
+    assert "app.js" in sizes
+    assert {name: n for name, n in sizes.items() if n > 300} == {}

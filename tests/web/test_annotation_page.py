@@ -26,6 +26,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from deployments.engine.exports import PALETTE
 from deployments.protocol import ServiceSettings
+from ingress.web import STATIC_DIR
 from tests.serve.conftest import Stack, deploy, stack_settings
 from tests.videos import circle_at, write_video
 
@@ -192,7 +193,7 @@ def test_the_page_and_its_files_are_open_and_the_prefix_redirects(keyed_stack):
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert 'src="static/app.js"' in page.text
     assert f'<meta name="overlay-alpha" content="{ServiceSettings().overlay_alpha:g}"' in page.text
-    for name in ("app.js", "api.js", "rle.js", "viewer.js", "style.css"):
+    for name in sorted(path.name for path in STATIC_DIR.iterdir()):
         assert client.get(f"/static/{name}").status_code == 200, name
     assert client.get("/api/v1/sessions").status_code == 401
     bare = httpx.get(str(client.base_url).rstrip("/"), follow_redirects=False)

@@ -12,6 +12,7 @@ from ray import serve
 from ray.serve import Application
 
 from deployments.autoscaling import SessionSlotsPolicy
+from deployments.engine.host_memory import REPLICA_ENV
 from deployments.protocol import ServiceSettings
 from deployments.replica import SAM2Replica
 from ingress.app import Ingress
@@ -37,6 +38,8 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         ray_actor_options={
             "num_cpus": settings.replica_num_cpus,
             "num_gpus": settings.replica_num_gpus,
+            # Merged into the application's runtime_env (its env_vars kept).
+            "runtime_env": {"env_vars": REPLICA_ENV},
         },
         max_ongoing_requests=settings.max_ongoing_requests,
         request_router_config={

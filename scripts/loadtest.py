@@ -121,17 +121,18 @@ async def _annotate(client, base: str, video: dict, tally: Tally) -> None:
     assert export.status_code == 200 and export.content[:2] == b"PK", "export"
 
 
-def replica_rss_mb(app: str) -> float:
+def replica_rss_mb(app: str) -> dict[int, float]:
+    """Each SAM 2 replica's RSS in MB, by process id."""
     import psutil
 
-    total = 0
+    rss = {}
     for process in psutil.process_iter(["cmdline"]):
         if any(f"ServeReplica:{app}:SAM2Replica" in p for p in process.info["cmdline"] or ()):
-            total += process.memory_info().rss
-    return total / 2**20
+            rss[process.pid] = process.memory_info().rss / 2**20
+    return rss
 
 
-async def drive(args: argparse.Namespace) -> tuple[Tally, float, float, float]:
+async def drive(args: argparse.Namespace) -> tuple[Tally, dict, dict, float]:
     import httpx
 
     base = f"http://127.0.0.1:{args.port}"
@@ -151,8 +152,14 @@ async def _warm_up(client, args: argparse.Namespace) -> None:
     await asyncio.gather(*(user(client, i, args, warm) for i in range(args.replicas)))
 
 
-def report(args: argparse.Namespace, tally: Tally, before: float, after: float, elapsed: float):
+def report(
+    args: argparse.Namespace, tally: Tally, rss_before: dict, rss_after: dict, elapsed: float
+):
     import torch
+
+    before, after = sum(rss_before.values()), sum(rss_after.values())
+    # Replicas that lived through the run (the same process before and after).
+    ratios = [rss_after[pid] / rss_before[pid] for pid in rss_before if pid in rss_after]
 
     q = statistics.quantiles(tally.clicks, n=100, method="inclusive")
     command = "python scripts/loadtest.py " + " ".join(sys.argv[1:])
@@ -170,6 +177,7 @@ def report(args: argparse.Namespace, tally: Tally, before: float, after: float, 
         ("replicas' RSS before MB", f"{before:.0f}"),
         ("replicas' RSS after MB", f"{after:.0f}"),
         ("RSS after / before", f"{after / before:.3f}"),
+        ("largest replica's RSS after / before", f"{max(ratios):.3f}" if ratios else "-"),
     ]
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
     return (

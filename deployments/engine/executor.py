@@ -114,12 +114,22 @@ class ModelExecutor:
 
     def _serve(self) -> None:
         with model_context(self.device, self.dtype):
-            while (work := self._next()) is not None:
-                if not work.future.set_running_or_notify_cancel():
-                    continue
-                try:
-                    if self.batcher is not None and (upcoming := self._upcoming_batch(work)):
-                        self.batcher.run(upcoming)
-                    work.future.set_result(work.fn())
-                except BaseException as exc:
-                    work.future.set_exception(exc)
+            while self._serve_one():
+                pass
+
+    def _serve_one(self) -> bool:
+        """Run the next item; False once closed. The item is a local of this call, so an idle
+        model thread holds nothing of the last one it ran (its callable and what that
+        references: a deleted session's cache, say)."""
+        work = self._next()
+        if work is None:
+            return False
+        if not work.future.set_running_or_notify_cancel():
+            return True
+        try:
+            if self.batcher is not None and (upcoming := self._upcoming_batch(work)):
+                self.batcher.run(upcoming)
+            work.future.set_result(work.fn())
+        except BaseException as exc:
+            work.future.set_exception(exc)
+        return True

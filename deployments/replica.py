@@ -28,7 +28,7 @@ import torch
 from ray import serve
 
 from deployments.autoscaling import ACTIVE_SESSIONS
-from deployments.engine import Session, SessionEngine
+from deployments.engine import EngineSession, SessionEngine
 from deployments.engine.video import decode_image
 from deployments.journal import PromptJournal
 from deployments.metrics import ReplicaMetrics
@@ -155,7 +155,7 @@ class SAM2Replica:
         self._count_sessions()
         return info, self.replica_id
 
-    async def restore_session(
+    async def rebuild_session(
         self,
         *,
         session_id: str,
@@ -165,7 +165,7 @@ class SAM2Replica:
         """Rebuild a session whose replica is gone: reopen its directory from the shared storage
         and replay its prompt log. Returns this replica's id, the new owner. If the caller gives
         up meanwhile, the copy is forgotten as soon as it is built."""
-        rebuild = self._pool.submit(self._restore, session_id, log, names)
+        rebuild = self._pool.submit(self._rebuild, session_id, log, names)
         try:
             await asyncio.shield(asyncio.wrap_future(rebuild))
         except asyncio.CancelledError:
@@ -340,7 +340,7 @@ class SAM2Replica:
         self.settings.spool_dir.mkdir(parents=True, exist_ok=True)
         return self.settings.spool_dir / f"{uuid.uuid4().hex}{suffix}"
 
-    def _session(self, session_id: str, owner: str) -> Session:
+    def _session(self, session_id: str, owner: str) -> EngineSession:
         if owner != self.replica_id:
             raise SessionUnavailableError(
                 f"session {session_id} belongs to replica {owner}, not {self.replica_id}"
@@ -374,13 +374,13 @@ class SAM2Replica:
         self._reconciler.adopt(session_id)
         return info
 
-    def _restore(self, session_id: str, log: list[LogEntry], names: ObjectNames) -> None:
+    def _rebuild(self, session_id: str, log: list[LogEntry], names: ObjectNames) -> None:
         """Open and replay, then adopt (an engine-call thread); nothing is held if it fails."""
         self._reconciler.disown(session_id)
         self.engine.forget_session(session_id)  # a stale copy of it here goes first
         session = self.engine.open_session(session_id)
         try:
-            session.restore(log, names)
+            session.rebuild(log, names)
         except BaseException:
             self.engine.forget_session(session_id)
             raise

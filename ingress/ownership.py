@@ -107,7 +107,7 @@ class Ownership:
             names = {o.obj_id: (o.name, o.category) for o in await self.store.objects(session_id)}
             log = await self.store.log(session_id)
             budget_s = (lease.until - datetime.now(UTC)).total_seconds()
-            replica = await replica_api(self.replicas, budget_s).restore_session(
+            replica = await replica_api(self.replicas, budget_s).rebuild_session(
                 session_id=session_id, log=log, names=names
             )
         except BaseException:

@@ -111,7 +111,7 @@ class SessionService:
             session_id=session_id,
             model=info.model,
             replica=replica,
-            owner_key=self.caller,
+            creator_key=self.caller,
             created_at=now,
             last_used_at=now,
             expires_at=now + timedelta(seconds=self.settings.session_ttl_s),
@@ -330,7 +330,7 @@ class SessionService:
         return record
 
     def _visible(self, record: SessionRecord) -> bool:
-        return self.caller is None or record.owner_key == self.caller
+        return self.caller is None or record.creator_key == self.caller
 
     async def _held_info(self, record: SessionRecord) -> SessionInfo:
         """The owner's view of a session, if its owner holds it (no rebuild, no touch)."""

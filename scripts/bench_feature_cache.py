@@ -41,7 +41,7 @@ import torch
 from bench_common import JPEG_QUALITY, clip_geometry, decode_bgr, timed_block, write_jpegs
 from local_service import cpu_flags, positive_int, write_section
 
-from deployments.engine import Session, SessionEngine
+from deployments.engine import EngineSession, SessionEngine
 from deployments.protocol import EngineSettings, Prompt, PropagationRequest, VideoOptions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,14 +108,16 @@ class BareSide:
         return self._run(walk)
 
 
-def engine_session(engine: SessionEngine, args: argparse.Namespace, fps: float) -> Session:
+def engine_session(engine: SessionEngine, args: argparse.Namespace, fps: float) -> EngineSession:
     info = engine.create_session(args.video, VideoOptions(end_time=args.frames / fps))
     if info.video.num_frames != args.frames:
         raise SystemExit(f"the engine kept {info.video.num_frames} frames, not {args.frames}")
     return engine.session(info.session_id)
 
 
-def engine_click(session: Session, frame: int, point: tuple[float, float], label: int) -> None:
+def engine_click(
+    session: EngineSession, frame: int, point: tuple[float, float], label: int
+) -> None:
     session.add_prompt(Prompt(frame_index=frame, obj_id=1, points=[point], labels=[label]))
 
 
@@ -128,7 +130,7 @@ def click_frames(args: argparse.Namespace) -> list[int]:
     return frames
 
 
-def propagate_all(bare: BareSide, sessions: tuple[Session, ...], frames: int) -> None:
+def propagate_all(bare: BareSide, sessions: tuple[EngineSession, ...], frames: int) -> None:
     """A forward propagation on every side: SAM 2 consolidates the prompts so far on each, so
     every side then holds the same conditioning frames."""
     counts = [bare.propagate()]
@@ -236,7 +238,7 @@ def section(args: argparse.Namespace, result: Result) -> str:
         "and every side holds the same prompts; the three sides click in turns, each side "
         "first in turn. Bare: "
         "`add_new_points_or_box` in a predictor whose one-frame cache holds another frame. "
-        "Engine: `Session.add_prompt` whole (SAM 2's own `add_new_points_or_box` on the "
+        "Engine: `EngineSession.add_prompt` whole (SAM 2's own `add_new_points_or_box` on the "
         "session's state, RLE, MaskStore; the previous click's memory, encoded right behind "
         "it, done before the next side's click is timed), every click a feature-cache hit "
         f"({result.frame_mib:.1f} MiB of features per frame); budget 0: the same with "

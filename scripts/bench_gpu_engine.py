@@ -19,7 +19,7 @@ from bench_common import concurrently, timed
 from local_service import REPO
 from soak_long_video import centre_click, synthesize
 
-from deployments.engine import Session, SessionEngine
+from deployments.engine import EngineSession, SessionEngine
 from deployments.protocol import EngineSettings, PropagationRequest
 
 MODEL_PREFIX = "sam2.1_hiera_"
@@ -65,7 +65,7 @@ def engine_settings(plan: Plan, model: str, mode: str, storage: Path) -> EngineS
 
 
 @contextmanager
-def sessions(engine: SessionEngine, video: Path, count: int) -> Iterator[list[Session]]:
+def sessions(engine: SessionEngine, video: Path, count: int) -> Iterator[list[EngineSession]]:
     """``count`` sessions on ``video``, each with one object clicked on frame 0; deleted after."""
     opened = [engine.session(engine.create_session(video).session_id) for _ in range(count)]
     try:
@@ -77,7 +77,7 @@ def sessions(engine: SessionEngine, video: Path, count: int) -> Iterator[list[Se
             engine.delete_session(session.id)
 
 
-def propagate(session: Session, frames: int) -> tuple[int, float]:
+def propagate(session: EngineSession, frames: int) -> tuple[int, float]:
     """(frames computed, seconds) of a forward propagation of ``frames`` frames from 0."""
     request = PropagationRequest(direction="forward", start_frame_index=0, max_frames=frames - 1)
     began = time.perf_counter()

@@ -8,7 +8,7 @@ after the engine's warm-up and one round of ``--slots`` such sessions (as the lo
 baseline follows one warm-up session per replica); RSS is sampled after every deletion.
 
 To tell a leak from the allocator, each side also reports what is still alive once every
-session is gone: ``Session`` objects and torch tensors found by ``gc.get_objects()`` (and the
+session is gone: ``EngineSession`` objects and torch tensors found by ``gc.get_objects()`` (and the
 bytes of their storages), the Python heap (``tracemalloc``, with ``--tracemalloc``), and
 glibc's own account (``mallinfo2``: bytes in use against bytes held free in its arenas). A leak
 keeps objects or in-use bytes growing; allocator retention keeps them flat while the free bytes
@@ -108,13 +108,13 @@ def alive() -> dict[str, int]:
     bytes (each storage once)."""
     import torch
 
-    from deployments.engine import Session
+    from deployments.engine import EngineSession
 
     gc.collect()
     sessions = tensors = 0
     storages: dict[int, int] = {}
     for obj in gc.get_objects():
-        if isinstance(obj, Session):
+        if isinstance(obj, EngineSession):
             sessions += 1
         elif issubclass(type(obj), torch.Tensor):
             tensors += 1

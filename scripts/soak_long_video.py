@@ -35,7 +35,7 @@ import psutil
 from bench_common import timed, write_h264
 from local_service import write_section
 
-from deployments.engine import Session, SessionEngine
+from deployments.engine import EngineSession, SessionEngine
 from deployments.protocol import EngineSettings, Prompt, PropagationRequest, VideoOptions
 
 TITLE = "## Soak: an hour-long video (scripts/soak_long_video.py)"
@@ -101,7 +101,7 @@ def directory_bytes(directory: Path, skip: tuple[str, ...]) -> int:
     )
 
 
-def centre_click(session: Session, frame: int, obj_id: int) -> Prompt:
+def centre_click(session: EngineSession, frame: int, obj_id: int) -> Prompt:
     width, height = session.video.width, session.video.height
     return Prompt(frame_index=frame, obj_id=obj_id, points=[(width / 2, height / 2)])
 
@@ -154,7 +154,7 @@ def _clicks(engine: SessionEngine, video: Path, num_frames: int, count: int) -> 
         engine.delete_session(other.id)
 
 
-def _propagate(session: Session, frames: int) -> list[dict[str, float]]:
+def _propagate(session: EngineSession, frames: int) -> list[dict[str, float]]:
     """Figures at each checkpoint the propagation passes, and at its end."""
     rows, began, done = [], time.perf_counter(), 0
     request = PropagationRequest(direction="forward", start_frame_index=0, max_frames=frames - 1)
@@ -178,7 +178,7 @@ def _propagate(session: Session, frames: int) -> list[dict[str, float]]:
     return rows
 
 
-def _export(session: Session, fmt: str) -> dict[str, float]:
+def _export(session: EngineSession, fmt: str) -> dict[str, float]:
     peak = PeakRss()
     with tempfile.TemporaryDirectory() as scratch, peak.watch():
         target = Path(scratch) / f"export.{fmt}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 SessionStatus = Literal["ready", "restoring", "propagating"]
 
@@ -34,7 +34,12 @@ class SessionRecord(BaseModel):
     model: str
     replica: str | None = Field(None, description="Unique id of the owning replica.")
     lease: Lease | None = None
-    owner_key: str | None = Field(None, description="Hash of the API key that created it.")
+    creator_key: str | None = Field(
+        None,
+        # Records written before the rename (``owner`` is the replica) still read.
+        validation_alias=AliasChoices("creator_key", "owner_key"),
+        description="Hash of the API key that created it.",
+    )
     created_at: datetime
     last_used_at: datetime
     expires_at: datetime

@@ -9,6 +9,6 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 from deployments.engine.engine import SessionEngine
 from deployments.engine.models import load_predictor
-from deployments.engine.session import Session
+from deployments.engine.session import EngineSession
 
-__all__ = ["Session", "SessionEngine", "load_predictor"]
+__all__ = ["EngineSession", "SessionEngine", "load_predictor"]

@@ -1,7 +1,7 @@
 """``SessionEngine``: one loaded SAM 2 model shared by up to ``max_sessions`` sessions.
 
 Plain Python (no Ray, no HTTP): the Serve replica is a thin shell over it. It owns session
-lifecycle and capacity; the per-session operations are on ``Session``.
+lifecycle and capacity; the per-session operations are on ``EngineSession``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from deployments.engine.host_memory import release_free_memory
 from deployments.engine.models import load_predictor, resolve_device
 from deployments.engine.precision import resolve_compute_dtype
 from deployments.engine.predictor import ServingVideoPredictor
-from deployments.engine.session import Session
+from deployments.engine.session import EngineSession
 from deployments.engine.still_image import ImageReader, write_image
 from deployments.engine.video import SessionVideo, load_video, store_video
 from deployments.engine.video_reader import FrameReader
@@ -78,7 +78,7 @@ class SessionEngine:
         self.predictor = predictor or self.executor.run("engine", lambda: load_predictor(settings))
         if settings.max_encoder_batch > 1:
             self.executor.batcher = EncoderBatcher(self.predictor, settings.max_encoder_batch)
-        self._sessions: dict[str, Session] = {}
+        self._sessions: dict[str, EngineSession] = {}
         self._creating: set[str] = set()
         self._lock = threading.Lock()
         # Seconds the warm-up took, compiling included (None: a given predictor, not warmed).
@@ -190,7 +190,7 @@ class SessionEngine:
             info = write_image(image_rgb, directory / IMAGE_FILE)
             return info, ImageReader(directory / IMAGE_FILE)
 
-        def click(session: Session) -> PromptResult:
+        def click(session: EngineSession) -> PromptResult:
             return session.add_prompt(prompt, last=True)
 
         return self._scratch_session(session_id or new_session_id(), stored_image, click)
@@ -199,7 +199,7 @@ class SessionEngine:
         self,
         session_id: str,
         open_frames: Callable[[Path], tuple[VideoInfo, FrameReader]],
-        work: Callable[[Session], T],
+        work: Callable[[EngineSession], T],
     ) -> T:
         """``work`` on a session that takes a slot for its duration and leaves nothing behind;
         ``open_frames`` makes its frames, given its (new) directory."""
@@ -218,7 +218,7 @@ class SessionEngine:
             shutil.rmtree(directory, ignore_errors=True)
             self._release(session_id)
 
-    def open_session(self, session_id: str) -> Session:
+    def open_session(self, session_id: str) -> EngineSession:
         """Reopen a session from its directory (video.json, index.npz, masks on the shared
         storage), e.g. after the replica that held it died: the same frames of the same source.
         NotFoundError if its files are gone; SourceChangedError if its server-side video
@@ -247,7 +247,7 @@ class SessionEngine:
             session.close()
             release_free_memory()
 
-    def session(self, session_id: str) -> Session:
+    def session(self, session_id: str) -> EngineSession:
         """The open session; NotFoundError otherwise."""
         with self._lock:
             session = self._sessions.get(session_id)
@@ -288,7 +288,7 @@ class SessionEngine:
             self.forget_session(session_id)
         self.executor.close()
 
-    def _open_video(self, session_id: str, directory: Path, video: SessionVideo) -> Session:
+    def _open_video(self, session_id: str, directory: Path, video: SessionVideo) -> EngineSession:
         """A session over a stored video, new or reopened: the same frames of the same source
         either way (docs/architecture.md, "The model always reads the source")."""
         return self._new_session(session_id, directory, video.info, self._frames(video))
@@ -309,9 +309,9 @@ class SessionEngine:
 
     def _new_session(
         self, session_id: str, directory: Path, info: VideoInfo, frames: FrameSource
-    ) -> Session:
+    ) -> EngineSession:
         try:
-            return Session(
+            return EngineSession(
                 session_id,
                 directory,
                 info,
@@ -350,7 +350,7 @@ def _blank_clip(directory: Path) -> tuple[VideoInfo, FrameReader]:
     return clip.info, clip
 
 
-def _click_and_propagate(session: Session) -> None:
+def _click_and_propagate(session: EngineSession) -> None:
     """One object clicked on frame 0 with 1, 2, then ``WARMUP_POINTS`` points, and propagated
     through the clip twice: the per-frame steps at every memory count a long propagation
     reaches. Twice, because SAM 2's RoPE attention resizes a buffer on its first call, so the

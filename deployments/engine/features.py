@@ -113,8 +113,8 @@ class FeatureCache:
     @contextlib.contextmanager
     def propagation_step(self) -> Iterator[None]:
         """Within: inexact (batched) entries count as hits too. Only a propagation step's
-        non-conditioning outputs may differ in the last bits from an unbatched run; they are
-        dropped before the next prompt or propagation (``state.settle``)."""
+        non-conditioning outputs may differ in the last bits from an unbatched run; prompts and
+        their consolidation into memory encode the frame again (docs/architecture.md, Fidelity)."""
         self._in_propagation_step = True
         try:
             yield

@@ -1,7 +1,7 @@
 """Propagation on a session: the plan (objects, start, passes), the running ``Propagation`` and
 its model work, pipelined by one frame, through stock SAM 2's ``propagate_in_video``.
 
-``SessionPropagation`` is the propagating half of ``Session`` (session.py), which it is mixed
+``SessionPropagation`` is the propagating half of ``EngineSession`` (session.py), which it is mixed
 into: it uses the session's state, lock, model thread and stores as declared below.
 """
 
@@ -55,12 +55,12 @@ class PropagationPlan:
     prompt_frames: dict[int, frozenset[int]]
 
     def running(self) -> dict[str, Any]:
-        """What a checkpoint records of a propagation under way (``Session._mark_interrupted``)."""
+        """What a checkpoint records of it (``EngineSession._mark_interrupted``)."""
         return {"propagation_id": self.propagation_id, "start": self.start}
 
 
 class Propagation(Iterator[PropagationEvent]):
-    """A running propagation's events (see ``Session.propagate``). ``close`` may come from any
+    """A running propagation's events (see ``EngineSession.propagate``). ``close`` may come from any
     thread, also while another one waits in ``next``: it stops the propagation after the frame
     in flight, which is stored, and returns once the session is free."""
 
@@ -74,7 +74,7 @@ class Propagation(Iterator[PropagationEvent]):
     def __next__(self) -> PropagationEvent:
         with self._step:
             event = next(self._events)
-        assert event is not None  # only the start, which ``Session.propagate`` consumed
+        assert event is not None  # only the start, which ``EngineSession.propagate`` consumed
         return event
 
     def cancel(self) -> None:
@@ -88,7 +88,7 @@ class Propagation(Iterator[PropagationEvent]):
 
 
 class SessionPropagation:
-    """Starting, running and cancelling a session's propagation (mixed into ``Session``)."""
+    """Starting, running and cancelling a session's propagation (mixed into ``EngineSession``)."""
 
     video: VideoInfo
     frames: FrameSource

@@ -1,4 +1,4 @@
-"""``Session``: one video's SAM 2 state, frames and masks, and the operations on them.
+"""``EngineSession``: one video's SAM 2 state, frames and masks, and the operations on them.
 
 What lives where: SAM 2's inference state (every prompt's outputs, and the outputs of tracked
 frames within the ``RetentionWindow``) on the model's device; the frames in the source video,
@@ -76,7 +76,7 @@ class _ObjectMeta:
     category: str | None = None
 
 
-class Session(SessionPropagation):
+class EngineSession(SessionPropagation):
     """One annotation session. Thread-safe; prompts are refused while it propagates."""
 
     def __init__(
@@ -299,7 +299,7 @@ class Session(SessionPropagation):
 
     # ---- propagation ---------------------------------------------------------------------------
 
-    def restore(
+    def rebuild(
         self, log: list[dict[str, Any]], names: dict[int, tuple[str | None, str | None]]
     ) -> None:
         """Rebuild SAM 2's state on a session reopened from its directory (another replica
@@ -308,7 +308,7 @@ class Session(SessionPropagation):
         left as it is: it already holds every mask computed before, on whichever replica."""
         entries = sorted(log, key=lambda entry: entry.get("seq", 0))
         with self._idle():
-            self._seq = self._run(lambda: self._rebuild(entries))
+            self._seq = self._run(lambda: self._rebuild_state(entries))
             self._meta = {obj_id: _ObjectMeta() for obj_id in self._state["obj_ids"]}
             for obj_id, (name, category) in names.items():
                 if obj_id in self._meta:
@@ -434,7 +434,7 @@ class Session(SessionPropagation):
                 ),
             )
 
-    def _rebuild(self, entries: list[dict[str, Any]]) -> int:
+    def _rebuild_state(self, entries: list[dict[str, Any]]) -> int:
         """``rebuild.rebuild_state``, then the retention window (model thread)."""
         checkpoint = self._checkpoint or StateCheckpoint(self.directory / "sam2_state")
         seq = rebuild_state(

@@ -179,8 +179,8 @@ def set_tracked(state: State, obj_idx: int, frame_index: int, how: Tracked) -> N
 
 
 def encode_pending_memories(predictor: SAM2VideoPredictor, state: State) -> None:
-    """Run the memory encoder now on the prompt outputs the next ``settle`` consolidates, and
-    leave them where they are: ``settle`` then only moves them (SAM 2's preflight encodes an
+    """Run the memory encoder now on the prompt outputs SAM 2's next preflight consolidates,
+    and leave them where they are: the preflight then only moves them (it encodes an
     output only while its memory is missing), with the same memories it would have computed.
 
     Run on the model thread right after a prompt, while the annotator looks at the mask, so

@@ -19,7 +19,7 @@ class EngineError(Exception):
 
     def __reduce__(self) -> tuple:
         """Keep the details when Ray carries the error from a replica to the ingress."""
-        return _rebuild, (type(self), self.message, self.details)
+        return _unpickle, (type(self), self.message, self.details)
 
 
 class UnauthorizedError(EngineError):
@@ -138,5 +138,5 @@ class DeadlineExceededError(EngineError):
     code = "deadline_exceeded"
 
 
-def _rebuild(cls: type[EngineError], message: str, details: dict[str, Any]) -> EngineError:
+def _unpickle(cls: type[EngineError], message: str, details: dict[str, Any]) -> EngineError:
     return cls(message, **details)

@@ -50,7 +50,7 @@ class ReplicaApi(Protocol):
         the replica that holds it."""
         ...
 
-    async def restore_session(
+    async def rebuild_session(
         self, *, session_id: str, log: list[dict[str, Any]], names: ObjectNames
     ) -> str:
         """Rebuild a session whose replica is gone from its directory and prompt log; the id of
@@ -162,7 +162,7 @@ PLACEMENT_METHODS = frozenset(
     method.__name__
     for method in (
         ReplicaApi.create_session,
-        ReplicaApi.restore_session,
+        ReplicaApi.rebuild_session,
         ReplicaApi.segment_image,
         ReplicaApi.track,
     )

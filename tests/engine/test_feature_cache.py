@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
-from deployments.engine import Session, SessionEngine
+from deployments.engine import EngineSession, SessionEngine
 from deployments.engine.features import FeatureCache, FrameFeatures
 from deployments.engine.masks import decode_mask
 from deployments.protocol import FrameMasks, Prompt, PropagationRequest
@@ -83,7 +83,7 @@ def _tensors(value) -> list[torch.Tensor]:
     return []
 
 
-def propagate_then_refine(session: Session) -> list:
+def propagate_then_refine(session: EngineSession) -> list:
     """A click and a forward propagation, then a correction on a propagated frame; its masks."""
     x, y = circle_at(0, 24, (160, 120))
     session.add_prompt(Prompt(frame_index=0, points=[(x, y)]))

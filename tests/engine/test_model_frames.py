@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deployments.engine import Session, SessionEngine
+from deployments.engine import EngineSession, SessionEngine
 from deployments.engine.frames import to_model_input
 from deployments.engine.video_index import VideoIndex
 from deployments.engine.video_reader import VideoReader
@@ -41,7 +41,7 @@ def source_model_input(video: Path, frames: tuple[int, ...]) -> dict[int, np.nda
         return {k: to_model_input(reader.frame(k), S).numpy() for k in frames}
 
 
-def click(session: Session, frame_index: int, obj_id: int) -> RLE:
+def click(session: EngineSession, frame_index: int, obj_id: int) -> RLE:
     """The mask of a first click on a new object: SAM 2's answer from the frame alone (no
     stored mask seeds it)."""
     point = (SIZE[0] / 2, SIZE[1] / 2)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from deployments.engine import Session, SessionEngine
+from deployments.engine import EngineSession, SessionEngine
 from deployments.engine import state as sam_state
 from deployments.engine.ledger import OUTPUT_TENSORS
 from deployments.protocol import FrameMasks, Prompt, PropagationDone, PropagationRequest
@@ -40,7 +40,7 @@ class Twin:
         self.engine = SessionEngine(engine_settings(self.root), predictor=self.predictor)
         self.session = self.engine.open_session(session_id)
         self.session.persist(self.log.append)
-        self.session.restore(self.log, {})
+        self.session.rebuild(self.log, {})
 
     def drop_window(self) -> None:
         """What the retention window would do with no budget and nothing protected."""
@@ -61,7 +61,7 @@ def twins(tmp_path, predictor, video):
         twin.engine.close()
 
 
-def prompt_and_refine(session: Session) -> None:
+def prompt_and_refine(session: EngineSession) -> None:
     """Two objects, a propagation, then a correction on a frame SAM 2 only tracked to."""
     x, y = circle_at(0, NUM_FRAMES, (160, 120))
     session.add_prompt(Prompt(frame_index=0, obj_id=1, points=[(x, y)]))
@@ -70,7 +70,7 @@ def prompt_and_refine(session: Session) -> None:
     session.add_prompt(Prompt(frame_index=REFINED, obj_id=1, points=[(150, 110)], labels=[0]))
 
 
-def after_the_rebuild(session: Session) -> tuple[list, dict[int, list], bool]:
+def after_the_rebuild(session: EngineSession) -> tuple[list, dict[int, list], bool]:
     """A correction click, then a propagation from the refined frame: masks and exactness."""
     click = session.add_prompt(Prompt(frame_index=14, obj_id=2, points=[(120, 20)]))
     request = PropagationRequest(direction="forward", start_frame_index=REFINED)
@@ -84,7 +84,7 @@ def after_the_rebuild(session: Session) -> tuple[list, dict[int, list], bool]:
     return [(m.obj_id, m.rle) for m in click.masks] + [click.exact], frames, done.exact
 
 
-def prompt_outputs(session: Session) -> dict[tuple, torch.Tensor]:
+def prompt_outputs(session: EngineSession) -> dict[tuple, torch.Tensor]:
     """Every conditioning and pending prompt output's tensors, by object, frame and kind."""
     state = session._state
     found = {}

@@ -88,7 +88,7 @@ def test_shutdown_keeps_files_and_another_engine_restores_the_session(tmp_path, 
     second = SessionEngine(engine_settings(tmp_path), predictor=predictor)
     try:
         restored = second.open_session(sid)
-        restored.restore(
+        restored.rebuild(
             [{"op": "prompt", "prompt": prompt.model_dump(mode="json")}], {1: ("ball", None)}
         )
         assert [(o.obj_id, o.name, o.prompt_frames) for o in restored.objects()] == [

@@ -75,7 +75,7 @@ def build_stock(weights_of: torch.nn.Module, config: str = SAM21_TINY_CONFIG) ->
 
 @dataclass(frozen=True)
 class Clear:
-    """``Session.clear_prompts``: one object's prompts on a frame, or every object's (None)."""
+    """``EngineSession.clear_prompts``: one object's prompts on a frame, or all (None)."""
 
     frame_index: int
     obj_id: int | None = None
@@ -83,14 +83,14 @@ class Clear:
 
 @dataclass(frozen=True)
 class Remove:
-    """``Session.remove_object``."""
+    """``EngineSession.remove_object``."""
 
     obj_id: int
 
 
 @dataclass(frozen=True)
 class Reset:
-    """``Session.reset``."""
+    """``EngineSession.reset``."""
 
 
 Operation = Prompt | PropagationRequest | Clear | Remove | Reset

@@ -83,3 +83,10 @@ def test_release_drops_only_the_holders_own_lease():
     assert release(lease)(record("a", lapsed(lease))).lease is None
     assert release(lease)(record("a", new_lease("propagating", 30))) is None
     assert release(lease)(record("a")) is None
+
+
+def test_a_record_written_before_creator_key_was_named_so_still_reads():
+    stored = record().model_dump(mode="json")
+    stored["owner_key"] = stored.pop("creator_key") or "hash-of-key"
+    assert SessionRecord.model_validate(stored).creator_key == "hash-of-key"
+    assert "creator_key" in SessionRecord.model_validate(stored).model_dump()

@@ -217,6 +217,7 @@ class SessionEngine:
         finally:
             shutil.rmtree(directory, ignore_errors=True)
             self._release(session_id)
+            release_free_memory()  # as for a deleted session: its state goes back to the OS
 
     def open_session(self, session_id: str) -> EngineSession:
         """Reopen a session from its directory (video.json, index.npz, masks on the shared

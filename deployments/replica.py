@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -24,18 +23,20 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-import torch
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from deployments.autoscaling import ACTIVE_SESSIONS
+from deployments.detection import Detector, detector_input
 from deployments.engine import EngineSession, SessionEngine
 from deployments.engine.video import decode_image
 from deployments.journal import PromptJournal
-from deployments.metrics import ReplicaMetrics
+from deployments.metrics import ReplicaMetrics, replica_stats
 from deployments.protocol import (
     EXPORTS,
     ClearResult,
     ExportFormat,
+    FrameMasks,
     MaskPage,
     NotFoundError,
     ObjectInfo,
@@ -44,7 +45,6 @@ from deployments.protocol import (
     Prompt,
     PromptResult,
     PropagationDone,
-    PropagationEvent,
     PropagationRequest,
     ReviewItem,
     ServiceSettings,
@@ -53,6 +53,7 @@ from deployments.protocol import (
     StoreUnavailableError,
     VideoOptions,
 )
+from deployments.protocol.concepts import PropagationStreamEvent, TextPrompt, TextPromptResult
 from deployments.reconciliation import Reconciler
 from session_store import LogEntry, open_store
 
@@ -61,11 +62,13 @@ logger = logging.getLogger("ray.serve")
 
 
 class SAM2Replica:
-    """Holds up to ``max_sessions`` sessions over one loaded SAM 2 model."""
+    """Holds up to ``max_sessions`` sessions over one loaded SAM 2 model; ``detector``, the
+    ConceptDetector deployment's handle, where one is configured (text prompts)."""
 
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: dict[str, Any], detector: DeploymentHandle | None = None) -> None:
         self.settings = ServiceSettings(**settings)
         self.engine = SessionEngine(self.settings)
+        self._detector = Detector(detector, self.settings.detector_timeout_s)
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         self._pool = ThreadPoolExecutor(
             max_workers=self.settings.max_ongoing_requests, thread_name_prefix="engine-call"
@@ -107,27 +110,10 @@ class SAM2Replica:
     def record_routing_stats(self) -> dict[str, Any]:
         """Read by the ingress's session router (placement) and by /health."""
         self._count_sessions()
-        return self._stats()
+        return replica_stats(self.engine, self.settings, self.replica_id)
 
     async def status(self) -> dict[str, Any]:
-        return self._stats()
-
-    def _stats(self) -> dict[str, Any]:
-        return {
-            "replica": self.replica_id,
-            "pid": os.getpid(),
-            "model": self.engine.model_name,
-            "device": str(self.engine.predictor.device),
-            "compute_dtype": self.engine.compute_dtype,
-            "compile": self.settings.compile,
-            "warmup_s": round(self.engine.warmup_s or 0.0, 2),
-            "active_sessions": self.engine.active_sessions,
-            "max_sessions": self.settings.max_sessions,
-            "free_slots": self.engine.free_slots,
-            "sessions": self.engine.session_ids(),
-            "queued": self.engine.executor.queued(),
-            "gpu_memory_mb": _gpu_memory_mb(self.engine.predictor.device),
-        }
+        return replica_stats(self.engine, self.settings, self.replica_id)
 
     def __del__(self) -> None:
         """Free the sessions' memory when Serve stops the replica; their files stay on the
@@ -208,6 +194,17 @@ class SAM2Replica:
         self._metrics.click_latency.observe(time.perf_counter() - started)
         return result
 
+    async def add_text_prompt(
+        self, *, session_id: str, owner: str, prompt: TextPrompt
+    ) -> TextPromptResult:
+        """The detector finds the instances first; only then is the session changed, so a
+        detector that fails leaves it as it was."""
+        session = self._session(session_id, owner)
+        self._detector.require()
+        frame, query = await self._call(detector_input, session, prompt)
+        instances = await self._detector.detect(frame, query)
+        return await self._journaled(session_id, session.add_text_prompt, prompt, instances)
+
     async def clear_prompts(
         self, *, session_id: str, owner: str, frame_index: int, obj_id: int | None
     ) -> ClearResult:
@@ -230,16 +227,19 @@ class SAM2Replica:
 
     async def propagate(
         self, *, session_id: str, owner: str, request: PropagationRequest
-    ) -> AsyncIterator[PropagationEvent]:
+    ) -> AsyncIterator[PropagationStreamEvent]:
         """Stream one event per frame, then the summary. An async generator, so a client that
-        disconnects cancels it: the engine then stops after the frame in flight."""
+        disconnects cancels it: the engine then stops after the frame in flight. With
+        ``redetect``, the engine calls the detector from the engine-call thread that steps
+        it (``Detector.redetector``)."""
         session = self._session(session_id, owner)
-        events = await self._call(session.propagate, request)
+        detect = self._detector.redetector(request.redetect)
+        events = await self._call(session.propagate, request, detect)
         try:
             while (event := await self._call(next, events, None)) is not None:
                 if isinstance(event, PropagationDone):
-                    self._record_propagation(event)
-                else:
+                    self._metrics.record_propagation(event)
+                elif isinstance(event, FrameMasks):
                     self._metrics.frames_propagated.inc()
                 yield event
         finally:
@@ -388,13 +388,3 @@ class SAM2Replica:
 
     def _count_sessions(self) -> None:
         self._metrics.active_sessions.set(self.engine.active_sessions)
-
-    def _record_propagation(self, done: PropagationDone) -> None:
-        if done.frames and done.elapsed_s > 0:
-            self._metrics.propagation_fps.set(done.frames / done.elapsed_s)
-
-
-def _gpu_memory_mb(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    return round(torch.cuda.memory_allocated(device) / 2**20, 1)

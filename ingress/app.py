@@ -60,9 +60,15 @@ def create_app(session_service: SessionService | None = None) -> FastAPI:
 class Ingress:
     """HTTP only: routes, schemas, errors, and routing to the replica that owns a session."""
 
-    def __init__(self, replicas: DeploymentHandle, settings: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        replicas: DeploymentHandle,
+        settings: dict[str, Any],
+        detector: DeploymentHandle | None = None,
+    ) -> None:
+        """``detector``: the ConceptDetector deployment's handle, where one is configured."""
         config = ServiceSettings(**settings)
-        self._service = SessionService(replicas, open_store(config), config)
+        self._service = SessionService(replicas, open_store(config), config, detector=detector)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve builds the app in the replica, after __init__, around this replica's service."""

@@ -37,6 +37,7 @@ STATUS: dict[type[e.EngineError], int] = {
     e.SessionUnavailableError: 503,
     e.StoreUnavailableError: 503,
     e.DeadlineExceededError: 504,
+    e.DetectorLostError: 503,
     e.ModelLoadError: 503,
 }
 _RETRY_LATER = {503}

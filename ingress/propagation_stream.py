@@ -4,33 +4,40 @@ Errors before the first frame raise when the stream starts (so they get their HT
 later ones from the iterator. While frames flow, the lease and the session's TTL are renewed
 (expiry counts idle time only); when the stream ends or is closed, the lease is released and
 the TTL restarts. A stream abandoned before it started, or an ingress that dies, leaves a lease
-that lapses ``lease_s`` after the last frame.
+that lapses ``lease_s`` after the last frame. An ``object_added`` event (re-detection started
+an object) has the object's name kept in the session store before it is passed on, as a text
+prompt's are.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from ray.serve.handle import DeploymentResponseGenerator
 
 from deployments.protocol import (
     DeadlineExceededError,
-    PropagationEvent,
     PropagationRequest,
     SessionUnavailableError,
 )
+from deployments.protocol.concepts import ObjectAdded, PropagationStreamEvent
 from ingress.ownership import Ownership, lease_lost
 from ingress.replica_calls import open_stream
 from session_store import Lease, SessionRecord, leases
 
 logger = logging.getLogger("ray.serve")
+# Keeps the name of an object a propagation's re-detection started: (session id, its event).
+OnObjectAdded = Callable[[str, ObjectAdded], Awaitable[None]]
 
 
 async def start_propagation(
-    ownership: Ownership, record: SessionRecord, request: PropagationRequest
-) -> AsyncIterator[PropagationEvent]:
+    ownership: Ownership,
+    record: SessionRecord,
+    request: PropagationRequest,
+    on_added: OnObjectAdded,
+) -> AsyncIterator[PropagationStreamEvent]:
     """Start the propagation on the owner (rebuilt first if it is gone) and take the
     propagation lease; the events."""
     session_id = record.session_id
@@ -57,16 +64,17 @@ async def start_propagation(
     except BaseException:
         stream.cancel()
         raise
-    return _events(ownership, record, lease, first, stream)
+    return _events(ownership, record, lease, first, stream, on_added)
 
 
 async def _events(
     ownership: Ownership,
     record: SessionRecord,
     lease: Lease,
-    first: PropagationEvent,
+    first: PropagationStreamEvent,
     stream: DeploymentResponseGenerator,
-) -> AsyncIterator[PropagationEvent]:
+    on_added: OnObjectAdded,
+) -> AsyncIterator[PropagationStreamEvent]:
     """The propagation's events within its time budget, renewing the lease and the TTL."""
     settings = ownership.settings
     loop = asyncio.get_running_loop()
@@ -74,8 +82,11 @@ async def _events(
     renew_every = min(settings.session_ttl_s / 4, settings.lease_s / 3)
     renewed = loop.time()
     try:
-        yield first
+        event = first
         while True:
+            if isinstance(event, ObjectAdded):
+                await _keep_name(on_added, record.session_id, event)
+            yield event
             remaining = deadline - loop.time()
             try:
                 event = await asyncio.wait_for(stream.__anext__(), max(remaining, 0))
@@ -89,7 +100,6 @@ async def _events(
             if loop.time() - renewed >= renew_every:
                 lease = await _renew(ownership, record, lease)
                 renewed = loop.time()
-            yield event
     finally:
         stream.cancel()
         await ownership.release(record.session_id, lease)
@@ -101,6 +111,17 @@ async def _events(
                 record.session_id,
                 exc_info=True,
             )
+
+
+async def _keep_name(on_added: OnObjectAdded, session_id: str, event: ObjectAdded) -> None:
+    """Best effort: the owner's prompt log holds the name too, and a rebuild takes it from
+    there where the store has none."""
+    try:
+        await on_added(session_id, event)
+    except Exception:
+        logger.warning(
+            "could not keep the name of object %d of %s", event.obj_id, session_id, exc_info=True
+        )
 
 
 async def _renew(ownership: Ownership, record: SessionRecord, lease: Lease) -> Lease:

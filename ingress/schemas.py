@@ -7,7 +7,14 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from deployments.protocol import (
     SESSION_ID_PATTERN,
@@ -19,6 +26,7 @@ from deployments.protocol import (
     VideoInfo,
     VideoOptions,
 )
+from deployments.protocol.concepts import Box, ConceptQuery, DetectedInstance, TextPrompt
 from deployments.protocol.settings import CompileMode
 
 # A session id in a path: its format is checked at the edge, so a malformed id (e.g. one that
@@ -162,8 +170,37 @@ class ReviewResponse(BaseModel):
     frames: list[ReviewFrame]
 
 
+# What a prompt on points, a box or a mask names, and a text prompt does not.
+_GEOMETRY = ("obj_id", "points", "labels", "box", "mask", "clear_old_points")
+
+
+class TextPromptRequest(ConceptQuery):
+    """A text prompt on one frame: the concept detector finds every instance of ``text`` there;
+    each that matches no object of that category becomes a new object (``name`` = the text and
+    an ordinal, ``category`` = the text), prompted into SAM 2 with its mask. No points, box or
+    mask: those are separate prompts."""
+
+    frame_index: int = Field(ge=0, le=MAX_INDEX)
+    normalized: bool = Field(False, description="Exemplar boxes in 0..1 instead of pixels.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_alone(cls, data: object) -> object:
+        if isinstance(data, dict) and (named := [k for k in _GEOMETRY if k in data]):
+            raise ValueError(
+                f"a text prompt takes no {', '.join(named)}: send points, a box or a mask as a "
+                "prompt of their own (on an object the text prompt created, say)"
+            )
+        return data
+
+    def prompt(self) -> TextPrompt:
+        query = ConceptQuery.model_validate(self.model_dump(include=set(ConceptQuery.model_fields)))
+        return TextPrompt(frame_index=self.frame_index, query=query, normalized=self.normalized)
+
+
 class ImagePrompt(BaseModel):
-    """Points (+/- labels) and/or a box on one image."""
+    """Points (+/- labels) and/or a box on one image for SAM 2, and/or a text for the concept
+    detector (with optional exemplar boxes), which answers every instance of it."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -171,6 +208,36 @@ class ImagePrompt(BaseModel):
     labels: list[Literal[0, 1]] | None = None
     box: tuple[float, float, float, float] | None = None
     normalized: bool = False
+    text: str | None = Field(
+        None, min_length=1, description="Every instance of this concept, in `instances`."
+    )
+    exemplar_boxes: list[Box] | None = Field(
+        None, description="With `text`: [x0, y0, x1, y1] boxes of examples of the concept."
+    )
+    exemplar_labels: list[Literal[0, 1]] | None = Field(
+        None, description="With `text`: 1 an example, 0 a counter-example; default all 1."
+    )
+
+    @model_validator(mode="after")
+    def _exemplars_with_a_text(self) -> ImagePrompt:
+        if self.text is None and (self.exemplar_boxes or self.exemplar_labels):
+            raise ValueError("exemplar_boxes and exemplar_labels go with a text")
+        if self.text is not None:
+            try:
+                self.query()
+            except ValidationError as exc:
+                raise ValueError(exc.errors()[0]["msg"]) from None
+        return self
+
+    def query(self) -> ConceptQuery | None:
+        """The text part for the concept detector; None without a text."""
+        if self.text is None:
+            return None
+        return ConceptQuery(
+            text=self.text,
+            exemplar_boxes=self.exemplar_boxes or [],
+            exemplar_labels=self.exemplar_labels,
+        )
 
 
 class ImageRequest(ImagePrompt):
@@ -178,10 +245,14 @@ class ImageRequest(ImagePrompt):
 
 
 class ImageSegmentation(BaseModel):
-    masks: list[FrameMask]
+    masks: list[FrameMask] = Field(description="SAM 2's masks for the points or box.")
     width: int
     height: int
     inference_ms: float
+    instances: list[DetectedInstance] = Field(
+        default_factory=list,
+        description="Every instance of `text`, best score first (empty without a text).",
+    )
 
 
 # The error statuses every route may answer, documented with the contract's error body.

@@ -2,8 +2,9 @@
 
 It keeps the store's record and object names, scopes sessions to the caller's API key, and
 calls the session's owner through ``Ownership`` (which rebuilds a session whose owner is gone).
-Propagations stream through ``propagation_stream``, idle sessions go through ``Expiry``, and
-``/health`` reads ``health``. The prompt log is the owner's to write.
+Propagations stream through ``propagation_stream``, text prompts go through ``Concepts``, idle
+sessions go through ``Expiry``, and ``/health`` reads ``health``. The prompt log is the owner's
+to write.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from deployments.protocol import (
     ObjectTimeline,
     Prompt,
     PromptResult,
-    PropagationEvent,
     PropagationRequest,
     ReviewItem,
     ServiceSettings,
@@ -40,17 +40,25 @@ from deployments.protocol import (
     VideoOptions,
     new_session_id,
 )
+from deployments.protocol.concepts import (
+    ConceptQuery,
+    PropagationStreamEvent,
+    TextPrompt,
+    TextPromptResult,
+)
+from ingress.concepts import Concepts
 from ingress.expiry import Expiry
 from ingress.health import health_report, replica_stats
 from ingress.ownership import Ownership
 from ingress.propagation_stream import start_propagation
-from ingress.schemas import Health, Session
+from ingress.schemas import Health, ImageSegmentation, Session
 from session_store import ObjectRecord, SessionRecord, SessionStore
 
 
 class SessionService:
     """Session operations for one caller: with API keys on, ``caller`` is the hash of the
-    caller's key and only that key's sessions exist for it (others get 404)."""
+    caller's key and only that key's sessions exist for it (others get 404). ``detector``: the
+    ConceptDetector deployment's handle, where one is configured."""
 
     def __init__(
         self,
@@ -58,13 +66,16 @@ class SessionService:
         store: SessionStore,
         settings: ServiceSettings,
         caller: str | None = None,
+        detector: DeploymentHandle | None = None,
     ) -> None:
         self.replicas = replicas
         self.store = store
         self.settings = settings
         self.caller = caller
+        self.detector = detector
         self.expiry = Expiry(store, settings)
         self.ownership = Ownership(replicas, store, settings, self.expiry)
+        self.concepts = Concepts(self.ownership, settings, detector)
 
     def for_caller(self, api_key: str | None) -> SessionService:
         """This service as seen by the holder of ``api_key``; UnauthorizedError when keys are
@@ -75,7 +86,7 @@ class SessionService:
         if api_key is None or not any(hmac.compare_digest(api_key, k) for k in keys):
             raise UnauthorizedError("a valid API key is required: Authorization: Bearer <key>")
         caller = hashlib.sha256(api_key.encode()).hexdigest()
-        return SessionService(self.replicas, self.store, self.settings, caller)
+        return SessionService(self.replicas, self.store, self.settings, caller, self.detector)
 
     async def expire_forever(self) -> None:
         """Remove sessions idle past their TTL every ``expiry_check_s``; runs for the ingress's
@@ -175,6 +186,9 @@ class SessionService:
             await self.store.put_object(session_id, ObjectRecord(obj_id=result.obj_id))
         return result
 
+    async def add_text_prompt(self, session_id: str, prompt: TextPrompt) -> TextPromptResult:
+        return await self.concepts.add_text_prompt(await self.record(session_id), prompt)
+
     async def clear_prompts(
         self, session_id: str, frame_index: int, obj_id: int | None
     ) -> ClearResult:
@@ -216,11 +230,14 @@ class SessionService:
 
     async def propagate(
         self, session_id: str, request: PropagationRequest
-    ) -> AsyncIterator[PropagationEvent]:
+    ) -> AsyncIterator[PropagationStreamEvent]:
         """Start a propagation on the owner under a propagation lease; errors before the first
         frame raise here (so they get their HTTP status), later ones from the returned
         iterator."""
-        return await start_propagation(self.ownership, await self.record(session_id), request)
+        record = await self.record(session_id)
+        if request.redetect is not None:
+            self.concepts.check(request.redetect.text)
+        return await start_propagation(self.ownership, record, request, self.concepts)
 
     async def cancel_propagation(self, session_id: str) -> bool:
         return await self.ownership.call(
@@ -291,12 +308,11 @@ class SessionService:
         )
 
     async def segment_image(
-        self, image: bytes, prompt: Prompt
-    ) -> tuple[PromptResult, int, int, float]:
-        """On the replica with the most free slots, as a one-frame session."""
-        return await self.ownership.replica_api().segment_image(
-            session_id=new_session_id(), image=image, prompt=prompt
-        )
+        self, image: bytes, prompt: Prompt | None, query: ConceptQuery | None, normalized: bool
+    ) -> ImageSegmentation:
+        """SAM 2 on the replica with the most free slots, as a one-frame session, for the
+        points or box; the concept detector for the text."""
+        return await self.concepts.segment_image(image, prompt, query, normalized)
 
     async def track(self, video: Path, prompt: Prompt) -> Path:
         """A short-lived session on the replica with the most free slots; the ZIP's path."""

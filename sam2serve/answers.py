@@ -1,5 +1,6 @@
 """How an answer is read: a body as its typed result, an error answer as its exception (with
-``Retry-After``), a propagation event as a frame, the summary, or the error that ended it. Both
+``Retry-After``), a propagation event as a frame, an object re-detection started, the summary,
+or the error that ended it. Both
 clients share it; no I/O happens here (a body is read before it is parsed)."""
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from sam2serve.errors import APIError, error_for
-from sam2serve.models import FrameMasks, Health, PropagationSummary
+from sam2serve.models import FrameMasks, Health, ObjectAdded, PropagationSummary
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
-# What a propagation stream carries: a frame's masks, then the summary that ends it.
-Event = FrameMasks | PropagationSummary
+# What a propagation stream carries: a frame's masks (each after the objects re-detection
+# started on it), then the summary that ends it.
+Event = FrameMasks | ObjectAdded | PropagationSummary
 
 
 def as_model(model: type[M]) -> Callable[[httpx.Response], M]:
@@ -79,13 +81,16 @@ def error_of(response: httpx.Response) -> APIError:
 
 
 def event_of(line: str | bytes) -> Event:
-    """One NDJSON line or WebSocket message: a frame, or the summary that ends the stream.
+    """One NDJSON line or WebSocket message: a frame, an object re-detection started, or the
+    summary that ends the stream.
 
     An ``error`` event (the stream's last) is raised as its exception."""
     event = json.loads(line)
     kind = event.get("type")
     if kind == "frame":
         return FrameMasks.model_validate(event)
+    if kind == "object_added":
+        return ObjectAdded.model_validate(event)
     if kind == "done":
         return PropagationSummary.model_validate(event)
     if kind == "error":

@@ -27,8 +27,10 @@ from sam2serve.models import (
     ObjectInfo,
     PromptResult,
     PropagationSummary,
+    Redetect,
     ReviewFrame,
     Session,
+    TextPromptResult,
     Timeline,
 )
 from sam2serve.retry import OnRetry, RetryPolicy
@@ -145,6 +147,24 @@ class AsyncClient(AsyncTransport):
         )
         return await self._run(calls.add_prompt(session_id, body))
 
+    async def add_text_prompt(
+        self,
+        session_id: str,
+        frame_index: int,
+        text: str,
+        *,
+        exemplar_boxes: Sequence[tuple[float, float, float, float]] | None = None,
+        exemplar_labels: Sequence[int] | None = None,
+        normalized: bool = False,
+    ) -> TextPromptResult:
+        """Every instance of ``text`` on the frame (the server's concept detector, optionally
+        guided by exemplar boxes labelled 1/0) becomes an object of that category, unless it
+        matches one already there; the answer lists them with their detector scores and every
+        object's mask on the frame. 409 ``detector_unavailable`` where the server runs no
+        detector."""
+        query = calls.text_query(text, exemplar_boxes, exemplar_labels)
+        return await self._run(calls.add_text_prompt(session_id, frame_index, query, normalized))
+
     async def clear_prompts(
         self, session_id: str, frame_index: int, obj_id: int | None = None
     ) -> ClearResult:
@@ -192,10 +212,14 @@ class AsyncClient(AsyncTransport):
         start_frame_index: int | None = None,
         max_frames: int | None = None,
         obj_ids: list[int] | None = None,
+        redetect: Redetect | None = None,
     ) -> PropagationSummary:
         """Propagate and wait for the summary; read the masks with ``iter_masks``. The server's
-        defaults: both ways, from the earliest prompt, to the ends, every prompted object."""
-        request = calls.propagation_request(direction, start_frame_index, max_frames, obj_ids)
+        defaults: both ways, from the earliest prompt, to the ends, every prompted object.
+        ``redetect``: find new instances of a text every n frames (new objects)."""
+        request = calls.propagation_request(
+            direction, start_frame_index, max_frames, obj_ids, redetect
+        )
         return await self._run(calls.propagate(session_id, request, stream=False))
 
     async def propagate_stream(
@@ -206,14 +230,17 @@ class AsyncClient(AsyncTransport):
         start_frame_index: int | None = None,
         max_frames: int | None = None,
         obj_ids: list[int] | None = None,
+        redetect: Redetect | None = None,
         transport: str = "ndjson",
     ) -> AsyncPropagationStream:
         """Start a propagation (as ``propagate``) and iterate its frames as they are computed,
         ``async for frame in await client.propagate_stream(sid)``, over the NDJSON stream or the
-        WebSocket (``transport="websocket"``). Errors before the first frame (409 while
-        another propagation runs, 422) are raised here; a failure later is raised by the
-        iteration."""
-        request = calls.propagation_request(direction, start_frame_index, max_frames, obj_ids)
+        WebSocket (``transport="websocket"``); objects re-detection starts are in the
+        stream's ``objects_added``. Errors before the first frame (409 while another
+        propagation runs, 422) are raised here; a failure later is raised by the iteration."""
+        request = calls.propagation_request(
+            direction, start_frame_index, max_frames, obj_ids, redetect
+        )
         if transport == "websocket":
             return await self._websocket_stream(session_id, request)
         if transport != "ndjson":
@@ -312,10 +339,16 @@ class AsyncClient(AsyncTransport):
         labels: Sequence[int] | None = None,
         box: tuple[float, float, float, float] | None = None,
         normalized: bool = False,
+        text: str | None = None,
+        exemplar_boxes: Sequence[tuple[float, float, float, float]] | None = None,
+        exemplar_labels: Sequence[int] | None = None,
     ) -> ImageSegmentation:
-        """Masks with scores for one image (bytes, or a file's path)."""
+        """Masks with scores for one image (bytes, or a file's path): SAM 2's for points or a
+        box (``masks``), and every instance of ``text`` (``instances``, the server's concept
+        detector, optionally guided by exemplar boxes)."""
         data, name = calls.image_bytes(image)
         prompt = calls.prompt_body(0, None, points, labels, box, None, normalized)
+        prompt |= calls.text_query(text, exemplar_boxes, exemplar_labels)
         return await self._run(calls.segment_image(data, name, prompt))
 
     # ---- service -----------------------------------------------------------------------------

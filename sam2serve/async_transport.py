@@ -23,7 +23,7 @@ from sam2serve import answers, calls
 from sam2serve.answers import Event
 from sam2serve.calls import Call
 from sam2serve.errors import APIError, TransportError, error_for
-from sam2serve.models import FrameMasks, PropagationSummary
+from sam2serve.models import FrameMasks, ObjectAdded, PropagationSummary
 from sam2serve.retry import NO_RETRY, OnRetry, Retries, RetryPolicy
 from sam2serve.transfers import Download, Progress, content_length
 
@@ -33,12 +33,14 @@ T = TypeVar("T")
 class AsyncPropagationStream:
     """The frames of a running propagation, in the order the server computes them (``both``:
     forward from the start frame, then backward): ``async for frame in stream``. ``summary``
-    is set once the last frame has been read. Closing it early (``break`` inside
-    ``async with``, or ``aclose()``) makes the server stop after the frame it is computing;
-    the frames computed so far stay stored."""
+    is set once the last frame has been read. With re-detection, ``objects_added`` lists the
+    objects it started so far: those of a frame are there when the frame is. Closing it early
+    (``break`` inside ``async with``, or ``aclose()``) makes the server stop after the frame it
+    is computing; the frames computed so far stay stored."""
 
     def __init__(self, events: AsyncIterator[Event], close: Callable[[], Awaitable[None]]) -> None:
         self.summary: PropagationSummary | None = None
+        self.objects_added: list[ObjectAdded] = []
         self._close = close
         self._frames = self._read(events)
 
@@ -48,6 +50,9 @@ class AsyncPropagationStream:
                 if isinstance(event, PropagationSummary):
                     self.summary = event
                     return
+                if isinstance(event, ObjectAdded):
+                    self.objects_added.append(event)
+                    continue
                 yield event
         except (httpx.TransportError, WebSocketException, OSError) as exc:
             raise TransportError(f"the propagation stream broke: {exc}") from exc

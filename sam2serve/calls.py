@@ -31,8 +31,10 @@ from sam2serve.models import (
     ObjectInfo,
     PromptResult,
     PropagationSummary,
+    Redetect,
     ReviewFrame,
     Session,
+    TextPromptResult,
     Timeline,
 )
 
@@ -180,6 +182,27 @@ def add_prompt(session_id: str, prompt: dict[str, Any]) -> Call[PromptResult]:
     return Call("POST", f"{session_path(session_id)}/prompts", as_model(PromptResult), json=prompt)
 
 
+def text_query(
+    text: str | None,
+    exemplar_boxes: Sequence[tuple[float, float, float, float]] | None,
+    exemplar_labels: Sequence[int] | None,
+) -> dict[str, Any]:
+    """A text and its exemplar boxes as the API takes them; what is None is left out."""
+    return given(
+        text=text,
+        exemplar_boxes=[list(b) for b in exemplar_boxes] if exemplar_boxes is not None else None,
+        exemplar_labels=list(exemplar_labels) if exemplar_labels is not None else None,
+    )
+
+
+def add_text_prompt(
+    session_id: str, frame_index: int, query: dict[str, Any], normalized: bool
+) -> Call[TextPromptResult]:
+    body = {"frame_index": frame_index, **query, **given(normalized=normalized or None)}
+    path = f"{session_path(session_id)}/prompts"
+    return Call("POST", path, as_model(TextPromptResult), json=body)
+
+
 def list_objects(session_id: str) -> Call[list[ObjectInfo]]:
     parse = field_of("objects", TypeAdapter(list[ObjectInfo]))
     return Call("GET", f"{session_path(session_id)}/objects", parse)
@@ -214,12 +237,14 @@ def propagation_request(
     start_frame_index: int | None,
     max_frames: int | None,
     obj_ids: list[int] | None,
+    redetect: Redetect | None = None,
 ) -> dict[str, Any]:
     return given(
         direction=direction,
         start_frame_index=start_frame_index,
         max_frames=max_frames,
         obj_ids=obj_ids,
+        redetect=redetect.model_dump() if redetect is not None else None,
     )
 
 

@@ -1,6 +1,7 @@
 """``sam2serve``: the command line of the sam2-serve client.
 
     sam2serve track VIDEO --frame F --point X,Y [--point X,Y ...] [--label 1,0] [--box ...] -o Z
+    sam2serve track VIDEO --frame F --text TEXT -o Z
     sam2serve sessions ls | show SESSION | rm SESSION [SESSION ...]
     sam2serve export SESSION --format coco|png_zip|davis|mp4 -o FILE [--obj-id K]
     sam2serve health
@@ -126,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     track.add_argument("--label", type=labels, help="1 (object) or 0 (background) per point")
     track.add_argument("--box", type=box, help="x0,y0,x1,y1 around the object")
+    track.add_argument(
+        "--text",
+        help="instead of points or a box: every instance of this text on the frame (the "
+        "server's concept detector), tracked together",
+    )
     track.add_argument("-o", "--output", type=Path, required=True, help="the ZIP to write")
     track.add_argument(
         "--keep-session", action="store_true", help="keep the session on the server afterwards"
@@ -195,19 +201,23 @@ def announce_retry(quiet: bool) -> Callable[[ServiceUnavailableError, float], No
 
 
 def run_track(client: Client, args: argparse.Namespace) -> int:
-    """``POST /track`` as a session: upload, prompt object 1 on the frame, propagate both ways
-    from it, write the ZIP from the stored masks, delete the session."""
+    """``POST /track`` as a session: upload, prompt object 1 on the frame (or, with ``--text``,
+    every instance of the text), propagate both ways from it, write the ZIP from the stored
+    masks, delete the session."""
     with progress_bar("uploading", "B", None, args.quiet) as uploaded:
         session = client.create_session(args.video, progress=uploaded)
     try:
-        client.add_prompt(
-            session.session_id,
-            args.frame,
-            obj_id=1,
-            points=args.point or None,
-            labels=args.label,
-            box=args.box,
-        )
+        if args.text is not None:
+            client.add_text_prompt(session.session_id, args.frame, args.text)
+        else:
+            client.add_prompt(
+                session.session_id,
+                args.frame,
+                obj_id=1,
+                points=args.point or None,
+                labels=args.label,
+                box=args.box,
+            )
         write_session_track_zip(client, session, args.frame, args.output, args.quiet)
     finally:
         if not args.keep_session:
@@ -332,9 +342,11 @@ def describe(error: Sam2ServeError) -> str:
 
 
 def check_track_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """What argparse cannot check alone: a prompt at all, one label per point."""
-    if not args.point and args.box is None:
-        parser.error("track needs at least one --point or a --box")
+    """What argparse cannot check alone: one kind of prompt, one label per point."""
+    if args.text is not None and (args.point or args.box is not None):
+        parser.error("--text takes no --point or --box: it is a prompt of its own")
+    if not args.point and args.box is None and args.text is None:
+        parser.error("track needs at least one --point, a --box or a --text")
     if args.label is not None and len(args.label) != len(args.point):
         parser.error(f"--label has {len(args.label)} values for {len(args.point)} points")
 

@@ -98,6 +98,13 @@ class SourceChangedError(ConflictError):
     code = "source_changed"
 
 
+class DetectorUnavailableError(ConflictError):
+    """A text prompt where the server runs no concept detector; ``details["setting"]`` names
+    the server setting that would."""
+
+    code = "detector_unavailable"
+
+
 class TooLargeError(APIError):
     """Too many bytes, seconds or frames."""
 
@@ -131,6 +138,12 @@ class InvalidRequestError(APIError):
 
 class InvalidPromptError(InvalidRequestError):
     code = "invalid_prompt"
+
+
+class TooManyObjectsError(InvalidPromptError):
+    """A prompt (a text's instances) past the session's object limit; nothing was added."""
+
+    code = "too_many_objects"
 
 
 class FrameOutOfRangeError(InvalidRequestError):
@@ -173,6 +186,13 @@ class StoreUnavailableError(ServiceUnavailableError):
 
 class ModelLoadError(ServiceUnavailableError):
     code = "model_load_failed"
+
+
+class DetectorLostError(ServiceUnavailableError):
+    """The concept detector's replica stopped while answering; nothing changed, so the client
+    sends the request again."""
+
+    code = "detector_lost"
 
 
 class DeadlineExceededError(APIError):

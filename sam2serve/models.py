@@ -124,6 +124,44 @@ class PromptResult(ApiModel):
     exact: bool = Field(True, description=_EXACT)
 
 
+class ConceptObject(ApiModel):
+    """An instance a text prompt found: a new object, or (``matched``) the existing object of
+    that category its mask overlaps."""
+
+    obj_id: int
+    name: str | None = None
+    category: str | None = None
+    detector_score: float
+    matched: bool
+
+
+class TextPromptResult(ApiModel):
+    """The instances of a text on the prompted frame, and every object's mask there after."""
+
+    frame_index: int
+    objects: list[ConceptObject]
+    masks: list[FrameMask]
+    exact: bool = Field(True, description=_EXACT)
+
+
+class Redetect(ApiModel):
+    """A propagation option: run the concept detector on ``text`` every ``every_n_frames``
+    frames; instances that match no tracked object start new objects from there on."""
+
+    text: str
+    every_n_frames: int
+
+
+class ObjectAdded(ApiModel):
+    """Re-detection started an object on ``frame_index`` during a propagation."""
+
+    frame_index: int
+    obj_id: int
+    name: str | None = None
+    category: str | None = None
+    detector_score: float
+
+
 class FrameMasks(ApiModel):
     """Every object's mask on one frame: a propagation event, a page entry, a cleared frame."""
 
@@ -176,11 +214,25 @@ class Timeline(ApiModel):
     review: list[TimelineReview]
 
 
+class Instance(ApiModel):
+    """One instance of a text on an image, as the concept detector found it."""
+
+    rle: RLE
+    score: float
+    box: tuple[float, float, float, float] = Field(description="[x0, y0, x1, y1] in pixels")
+
+    def to_numpy(self) -> np.ndarray:
+        return self.rle.to_numpy()
+
+
 class ImageSegmentation(ApiModel):
-    masks: list[FrameMask]
+    masks: list[FrameMask] = Field(description="SAM 2's, for the points or box.")
     width: int
     height: int
     inference_ms: float
+    instances: list[Instance] = Field(
+        default_factory=list, description="The detector's, for the text; best first."
+    )
 
 
 class Health(ApiModel):

@@ -27,6 +27,8 @@ random by default (a checkpoint's speed and memory are the same); ``--weights ch
 reads them from checkpoints/. Videos are synthesized with ``soak_long_video.synthesize``.
 
 The engine measurements are in ``bench_gpu_engine.py``, the report in ``bench_gpu_report.py``.
+The SAM 3 concept detector (text prompts: detections/s at 1008 px, latency, memory) has its own:
+``scripts/bench_detector.py``.
 """
 
 from __future__ import annotations
@@ -166,7 +168,10 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="The SAM 3 concept detector: scripts/bench_detector.py (--smoke on a CPU).",
+    )
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny scale on the CPU")
     parser.add_argument("--models", type=_csv, help="of tiny,small,base_plus,large")
     parser.add_argument("--compile", type=_csv, help="of none,encoder,full (first: memory)")

@@ -98,7 +98,22 @@ def _gpu_workers(args: dict[str, Any], limits: dict[str, Any]) -> dict[str, int]
         )
     low = math.ceil(args.get("min_replicas", 1) / per_pod)
     high = math.ceil(args.get("max_replicas", 4) / per_pod)
+    detector_low, detector_high = _detector_workers(args, limits)
+    low, high = low + detector_low, high + detector_high
     return {"replicas": low, "minReplicas": low, "maxReplicas": high}
+
+
+def _detector_workers(args: dict[str, Any], limits: dict[str, Any]) -> tuple[int, int]:
+    """GPU pods of their own for the concept detector's replicas (the ``detector`` setting,
+    at ``detector_num_gpus`` each), at least and at most; none without a GPU share."""
+    share = float(args.get("detector_num_gpus", 0))
+    if args.get("detector") is None or share <= 0:
+        return 0, 0
+    per_pod = math.floor(float(limits[GPU]) / share + 1e-9)
+    if per_pod < 1:
+        raise ConfigError(f"detector_num_gpus {share} is more than a GPU worker has")
+    low = math.ceil(args.get("detector_min_replicas", 1) / per_pod)
+    return low, math.ceil(args.get("detector_max_replicas", 1) / per_pod)
 
 
 def _cpus(quantity: str | int) -> float:

@@ -321,6 +321,7 @@ class SessionEngine:
                 self.executor,
                 frames,
                 max_objects=self.settings.max_objects,
+                match_iou=self.settings.concept_match_iou,
                 offload_state_to_cpu=self.settings.offload_state_to_cpu,
                 feature_cache_bytes=self.settings.feature_cache_mb * 2**20,
                 retention_bytes=int(self.settings.retention_mb * 2**20),

@@ -17,13 +17,6 @@ import sys
 import threading
 from collections.abc import Callable
 
-# The SAM 2 replica's environment (``deployments.app``). glibc gives every thread that contends
-# for the heap an arena of its own, up to 8 per core, and a session's memory is allocated on
-# several threads (the model's, its readers' decoders, the prefetcher, Ray's): its free pages
-# then stay spread over many arenas, where trimming leaves part of them. Two arenas: the
-# replica's RSS stays at its baseline over 100 sessions (docs/benchmarks.md).
-REPLICA_ENV = {"MALLOC_ARENA_MAX": "2"}
-
 _lock = threading.Lock()
 
 

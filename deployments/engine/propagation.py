@@ -1,6 +1,8 @@
 """Propagation on a session: the plan (objects, start, passes), the running ``Propagation`` and
 its model work, pipelined by one frame, through stock SAM 2's ``propagate_in_video``.
 
+Re-detection (``PropagationRequest.redetect``): see ``concepts``, and ``_redetect``.
+
 ``SessionPropagation`` is the propagating half of ``EngineSession`` (session.py), which it is mixed
 into: it uses the session's state, lock, model thread and stores as declared below.
 """
@@ -15,29 +17,26 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-import numpy as np
-import torch
-
 import deployments.engine.state as sam_state
-from deployments.engine.features import FeatureCache, FrameToEncode, UpcomingFrame
+from deployments.engine.concepts import Detect, NewObject, Redetection, log_entry
+from deployments.engine.features import FeatureCache
 from deployments.engine.frames import FrameSource
-from deployments.engine.ledger import is_exact, mark_inexact
 from deployments.engine.masks import MaskStore, encode_masks
+from deployments.engine.prompting import Applied
 from deployments.engine.retention import RetentionWindow
+from deployments.engine.walk import StepResult, Walk, open_walk, with_applied
+from deployments.protocol.concepts import ObjectAdded, PropagationStreamEvent
 from deployments.protocol.errors import ConflictError, InvalidRequestError, NotFoundError
 from deployments.protocol.types import (
     FrameMasks,
     MaskSource,
     PropagationDone,
-    PropagationEvent,
     PropagationProgress,
     PropagationRequest,
     VideoInfo,
 )
 
 T = TypeVar("T")
-# (frame index, propagated objects, bool masks [N, H, W], their scores, all exact)
-_StepResult = tuple[int, list[int], np.ndarray, list[float], bool]
 
 
 @dataclass
@@ -53,25 +52,28 @@ class PropagationPlan:
     propagation_id: int
     # Per object, its prompted frames: there the propagation hands back the prompt's mask.
     prompt_frames: dict[int, frozenset[int]]
+    redetection: Redetection | None = None
 
     def running(self) -> dict[str, Any]:
         """What a checkpoint records of it (``EngineSession._mark_interrupted``)."""
         return {"propagation_id": self.propagation_id, "start": self.start}
 
 
-class Propagation(Iterator[PropagationEvent]):
+class Propagation(Iterator[PropagationStreamEvent]):
     """A running propagation's events (see ``EngineSession.propagate``). ``close`` may come from any
     thread, also while another one waits in ``next``: it stops the propagation after the frame
     in flight, which is stored, and returns once the session is free."""
 
     def __init__(
-        self, events: Generator[PropagationEvent | None, None, None], cancel: threading.Event
+        self,
+        events: Generator[PropagationStreamEvent | None, None, None],
+        cancel: threading.Event,
     ) -> None:
         self._events = events
         self._cancel = cancel
         self._step = threading.Lock()  # the generator runs in one thread at a time
 
-    def __next__(self) -> PropagationEvent:
+    def __next__(self) -> PropagationStreamEvent:
         with self._step:
             event = next(self._events)
         assert event is not None  # only the start, which ``EngineSession.propagate`` consumed
@@ -94,6 +96,7 @@ class SessionPropagation:
     frames: FrameSource
     masks: MaskStore
     feature_cache: FeatureCache
+    match_iou: float
     _predictor: Any
     _state: sam_state.State
     _lock: threading.Lock
@@ -108,21 +111,32 @@ class SessionPropagation:
     _run: Callable[[Callable[[], Any]], Any]
     _submit: Callable[..., Future]
     _save_checkpoint: Callable[[dict[str, Any] | None], None]
+    _log: Callable[..., None]
+    _redetected: Callable[[int, dict[int, Any], Redetection], list[NewObject]]
+    _add_found: Callable[[int, list[NewObject]], list[Applied]]
 
-    def propagate(self, request: PropagationRequest) -> Propagation:
+    def propagate(
+        self,
+        request: PropagationRequest,
+        detect: Detect | None = None,
+    ) -> Propagation:
         """Start a propagation; returns its events: one ``FrameMasks`` per frame as soon as it
-        is computed (and stored), then one ``PropagationDone``.
+        is computed (and stored), then one ``PropagationDone``. With ``request.redetect``,
+        ``detect`` finds instances on the frames it names, and each new object's
+        ``ObjectAdded`` comes before its frame's ``FrameMasks`` (module docstring); an
+        instance matches an object at mask IoU ``concept_match_iou`` or more.
 
         Validation and the one-propagation-per-session check happen here, before the first
-        frame: InvalidRequestError, FrameOutOfRangeError, ConflictError. Iterate the events to
-        their end or close them: the session holds them until then (so that closing the session
-        can stop them), and counts as propagating.
+        frame: InvalidRequestError (also ``redetect`` without ``detect``),
+        FrameOutOfRangeError, ConflictError. Iterate the events to their end or close them:
+        the session holds them until then (so that closing the session can stop them), and
+        counts as propagating. Whatever ``detect`` raises ends the events with it.
         """
         with self._lock:
             self._check_open()
             if self._running is not None:
                 raise ConflictError("a propagation is already running on this session")
-            plan = self._plan(request)
+            plan = self._plan(request, detect)
             self._propagations = plan.propagation_id
             self._progress = PropagationProgress(
                 direction=plan.direction, done_frames=0, total_frames=plan.total_frames
@@ -141,9 +155,9 @@ class SessionPropagation:
             self._running.cancel()
             return True
 
-    def _plan(self, request: PropagationRequest) -> PropagationPlan:
+    def _plan(self, request: PropagationRequest, detect: Detect | None) -> PropagationPlan:
         prompted = sam_state.prompted_objects(self._state)
-        obj_ids = request.obj_ids if request.obj_ids is not None else prompted
+        obj_ids = list(request.obj_ids if request.obj_ids is not None else prompted)
         unknown = [o for o in obj_ids if o not in self._meta]
         if unknown:
             raise NotFoundError(f"objects {unknown} not found in this session", obj_ids=unknown)
@@ -168,6 +182,14 @@ class SessionPropagation:
             "both": ((False, True), forward + max(backward - 1, 0)),  # the start frame once
         }[request.direction]
         prompt_frames = {o: frozenset(sam_state.prompt_frames(self._state, o)) for o in obj_ids}
+        redetection = None
+        if request.redetect is not None:
+            if detect is None:
+                raise InvalidRequestError("redetect needs a concept detector")
+            redetect = request.redetect
+            redetection = Redetection(
+                redetect.text, redetect.every_n_frames, detect, self.match_iou
+            )
         return PropagationPlan(
             obj_ids,
             start,
@@ -177,11 +199,12 @@ class SessionPropagation:
             total,
             self._propagations + 1,
             prompt_frames,
+            redetection,
         )
 
     def _propagation(
         self, plan: PropagationPlan, progress: PropagationProgress, cancel: threading.Event
-    ) -> Generator[PropagationEvent | None, None, None]:
+    ) -> Generator[PropagationStreamEvent | None, None, None]:
         """The session is claimed (``propagate``); the first ``next`` arms the cleanup."""
         approximate: list[int] = []
         try:
@@ -225,32 +248,32 @@ class SessionPropagation:
         progress: PropagationProgress,
         cancel: threading.Event,
         approximate: list[int],
-    ) -> Iterator[FrameMasks]:
+    ) -> Iterator[FrameMasks | ObjectAdded]:
         """One direction, pipelined by one frame: the model computes frame k+1 while frame k is
-        encoded, stored and handed out. A frame in flight when the consumer leaves is still
-        stored, so every computed mask lands in the MaskStore. Frames computed from memory the
-        window had dropped go to ``approximate``. ``skip``: the start frame of a second pass,
-        reported and stored by the first; SAM 2 keeps the second pass's output there (as stock
-        does), while the stream and the MaskStore keep the one mask they reported."""
-        view = sam_state.object_view(self._state, plan.obj_ids)
-        steps = self._predictor.propagate_in_video(
-            view,
-            start_frame_idx=plan.start,
-            max_frame_num_to_track=plan.max_frames,
-            reverse=reverse,
-        )
+        encoded, stored and handed out (a frame that re-detects first waits for its detection).
+        A frame in flight when the consumer leaves is still stored, so every computed mask
+        lands in the MaskStore. Frames computed from memory the window had dropped go to
+        ``approximate``. ``skip``: the start frame of a second pass, reported and stored by the
+        first; SAM 2 keeps the second pass's output there (as stock does), while the stream and
+        the MaskStore keep the one mask they reported."""
+        walk = self._open_walk(plan, plan.start, plan.max_frames, reverse)
         self._anchors.append(plan.start)
-        step, upcoming = self._step_fn(steps, view, plan, reverse)
-        pending: Future[_StepResult | None] | None = self._submit(step, upcoming)
+        pending: Future[StepResult | None] | None = self._submit(walk.step, walk.upcoming)
         try:
             while (result := pending.result()) is not None:
-                pending = None if cancel.is_set() else self._submit(step, upcoming)
+                pending, added = None, []
+                redetection = plan.redetection
+                if redetection and result[0] != skip and redetection.due(result[0], plan.start):
+                    added, result, walk = self._redetect(plan, walk, result, reverse)
+                if not cancel.is_set():
+                    pending = self._submit(walk.step, walk.upcoming)
                 if result[0] != skip:
                     event = self._record(result, plan)
                     if not result[-1]:
                         approximate.append(event.frame_index)
                     with self._lock:
                         progress.done_frames += 1
+                    yield from added
                     yield event
                 if pending is None:
                     return
@@ -260,58 +283,65 @@ class SessionPropagation:
                 with contextlib.suppress(Exception):
                     if (result := pending.result()) is not None and result[0] != skip:
                         self._record(result, plan)
-            self._run(steps.close)
+            self._run(walk.steps.close)
 
-    def _step_fn(
-        self, steps: Iterator, view: sam_state.State, plan: PropagationPlan, reverse: bool
-    ) -> tuple[Callable[[], _StepResult | None], UpcomingFrame]:
-        """One frame of SAM 2's propagation, whether it read what stock SAM 2 reads, and the
-        retention window moved along (executor thread); and the frame the next step will run
-        the image encoder on, for the ``EncoderBatcher``."""
-        sign = -1 if reverse else 1
-        # SAM 2's processing order (propagate_in_video); backward from frame 0 walks nothing.
-        if reverse:
-            walk = range(plan.start, max(plan.start - plan.max_frames, 0) - 1, -1)
-            walk = walk if plan.start > 0 else range(0)
-        else:
-            walk = range(plan.start, min(plan.start + plan.max_frames, len(self.frames) - 1) + 1)
-        next_frame = plan.start
+    def _open_walk(self, plan: PropagationPlan, start: int, max_frames: int, reverse: bool) -> Walk:
+        return open_walk(
+            self._predictor,
+            self._state,
+            plan.obj_ids,
+            start,
+            max_frames,
+            reverse,
+            frames=self.frames,
+            features=self.feature_cache,
+            retention=self._retention,
+            anchors=self._anchors,
+        )
 
-        def step() -> _StepResult | None:
-            nonlocal next_frame
-            try:
-                with self.feature_cache.propagation_step():
-                    frame, obj_ids, video_res_masks = next(steps)
-            except StopIteration:
-                return None
-            next_frame = frame + sign
-            # The next frame is usually prefetched already; start the one after it now.
-            self.frames.prefetch(frame + sign)
-            self.frames.prefetch(frame + 2 * sign)
-            exact = all([_tracked_exactly(view, i, frame) for i in range(len(obj_ids))])
-            self._anchors[-1] = frame
-            self._retention.enforce(self._state, self._anchors)
-            scores = [
-                torch.sigmoid(
-                    sam_state.frame_output(self._state, o, frame)["object_score_logits"].float()
-                ).item()
-                for o in obj_ids
-            ]
-            masks = (video_res_masks[:, 0] > 0).cpu().numpy()
-            return frame, list(obj_ids), masks, scores, exact
+    def _redetect(
+        self, plan: PropagationPlan, walk: Walk, result: StepResult, reverse: bool
+    ) -> tuple[list[ObjectAdded], StepResult, Walk]:
+        """Re-detect on the frame just computed (``result``; ``concepts._redetected``). New
+        objects: SAM 2's walk is closed, their mask prompts applied (``add_new_mask``) and
+        logged, and the walk starts again from that frame with every object: stock SAM 2
+        given "propagate to the frame, add the masks, propagate from the frame", which
+        recomputes the other objects there as they were. (From the next frame instead, a
+        backward walk could not go on to frame 0: SAM 2 walks nothing backward from it.) On
+        the walk's last frame nothing is left to walk: the new masks are the prompts'. The
+        new objects are tracked by the later passes too. Returns the ``ObjectAdded`` events,
+        the frame's result (every object) and the walk to go on with."""
+        assert plan.redetection is not None
+        frame, obj_ids, masks, scores, _ = result
+        computed = {m.obj_id: m.rle for m in encode_masks(obj_ids, masks, scores)}
+        new = self._redetected(frame, computed, plan.redetection)
+        if not new:
+            return [], result, walk
+        self._run(walk.steps.close)
+        text = plan.redetection.text.strip()
+        with self._lock:
+            applied = self._add_found(frame, new)
+            self._log(log_entry(frame, text, new), plan.running())
+        plan.obj_ids.extend(o.obj_id for o in new)
+        plan.prompt_frames.update({o.obj_id: frozenset({frame}) for o in new})
+        added = [
+            ObjectAdded(
+                frame_index=frame,
+                obj_id=o.obj_id,
+                name=o.name,
+                category=o.category,
+                detector_score=o.score,
+            )
+            for o in new
+        ]
+        if frame == walk.frames[-1]:  # nothing left to walk: the walk stays closed
+            return added, with_applied(result, applied), walk
+        walk = self._open_walk(plan, frame, abs(walk.frames[-1] - frame), reverse)
+        restarted = self._submit(walk.step, walk.upcoming).result()
+        assert restarted is not None and restarted[0] == frame
+        return added, restarted, walk
 
-        def upcoming() -> FrameToEncode | None:
-            """None past the walk's end, and where every object has a prompt (SAM 2 reuses
-            the prompt's output there and encodes nothing)."""
-            frame = next_frame
-            outputs = view["output_dict_per_obj"].values()
-            if frame not in walk or all(frame in o["cond_frame_outputs"] for o in outputs):
-                return None
-            return FrameToEncode(self.feature_cache, frame, lambda: self.frames[frame])
-
-        return step, upcoming
-
-    def _record(self, result: _StepResult, plan: PropagationPlan) -> FrameMasks:
+    def _record(self, result: StepResult, plan: PropagationPlan) -> FrameMasks:
         """Store a propagated frame's masks, marked with where each came from."""
         frame, obj_ids, masks, scores, _ = result
         sources: list[MaskSource] = [
@@ -319,19 +349,6 @@ class SessionPropagation:
         ]
         self.masks.put(frame, encode_masks(obj_ids, masks, scores, sources, plan.propagation_id))
         return FrameMasks(frame_index=frame, masks=self.masks.frame(frame))
-
-
-def _tracked_exactly(view: sam_state.State, obj_idx: int, frame: int) -> bool:
-    """Whether the object's output on a frame SAM 2 just tracked is stock SAM 2's: a prompted
-    frame's is the prompt's; another's was computed from memory, which must have been read
-    exactly (its output is marked otherwise)."""
-    outputs = view["output_dict_per_obj"][obj_idx]
-    if frame in outputs["cond_frame_outputs"]:
-        return is_exact(outputs["cond_frame_outputs"][frame])
-    exact = sam_state.read_exact(view, obj_idx, read_memory=True)
-    if not exact:
-        mark_inexact(dict.get(outputs["non_cond_frame_outputs"], frame))
-    return exact
 
 
 def _runs(frames: list[int]) -> list[tuple[int, int]]:

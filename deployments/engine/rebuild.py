@@ -5,7 +5,7 @@ way when the replica died accounted for. See docs/architecture.md, Fidelity."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sam2.sam2_video_predictor import SAM2VideoPredictor
@@ -68,22 +68,16 @@ def _replay(
     inputs_of: InputsOf,
 ) -> None:
     """One prompt-log entry applied to SAM 2's state only. An entry written before checkpoints
-    existed says how its frame had been tracked: SAM 2 is shown that."""
+    existed says how its frame had been tracked: SAM 2 is shown that. A text prompt's entry
+    holds the mask prompts it applied: replayed without the detector."""
     op = entry["op"]
     if op == "prompt":
-        prompt = Prompt.model_validate(entry["prompt"])
-        idx = predictor._obj_id_to_idx(state, prompt.obj_id)
-        sam_state.adopt(state, idx)
-        if "tracked" in entry:
-            sam_state.set_tracked(state, idx, prompt.frame_index, entry["tracked"])
-        prompting.apply_prompt(
-            predictor,
-            state,
-            prompt.frame_index,
-            prompt.obj_id,
-            inputs_of(prompt),
-            stored_mask_of(masks),
+        _replay_prompt(
+            predictor, state, masks, entry["prompt"], entry.get("tracked", "unknown"), inputs_of
         )
+    elif op == "text_prompt":
+        for added in entry["objects"]:
+            _replay_prompt(predictor, state, masks, added["prompt"], "unknown", inputs_of)
     elif op == "clear":
         prompting.clear_prompts(predictor, state, entry["frame_index"], entry["obj_id"])
     elif op == "remove_object":
@@ -92,6 +86,31 @@ def _replay(
         predictor.reset_state(state)
     else:
         raise InvalidRequestError(f"unknown prompt-log entry {op!r}")
+
+
+def _replay_prompt(
+    predictor: SAM2VideoPredictor,
+    state: sam_state.State,
+    masks: MaskStore,
+    logged: dict[str, Any],
+    tracked: sam_state.Tracked | Literal["unknown"],
+    inputs_of: InputsOf,
+) -> None:
+    """A logged prompt applied as it was live; ``tracked`` (a legacy entry's) is shown to
+    SAM 2 first, unless ``unknown``."""
+    prompt = Prompt.model_validate(logged)
+    idx = predictor._obj_id_to_idx(state, prompt.obj_id)
+    sam_state.adopt(state, idx)
+    if tracked != "unknown":
+        sam_state.set_tracked(state, idx, prompt.frame_index, tracked)
+    prompting.apply_prompt(
+        predictor,
+        state,
+        prompt.frame_index,
+        prompt.obj_id,
+        inputs_of(prompt),
+        stored_mask_of(masks),
+    )
 
 
 def _mark_interrupted(state: sam_state.State, masks: MaskStore, running: dict[str, Any]) -> None:

@@ -19,7 +19,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +29,7 @@ import torch
 import deployments.engine.prompting as prompting
 import deployments.engine.state as sam_state
 from deployments.engine.checkpoint import StateCheckpoint
+from deployments.engine.concepts import ObjectMeta, SessionConcepts, object_names
 from deployments.engine.executor import ModelExecutor
 from deployments.engine.exports import (
     ExportFormat,
@@ -48,9 +48,9 @@ from deployments.engine.retention import RetentionWindow
 from deployments.protocol.errors import (
     ConflictError,
     FrameOutOfRangeError,
-    InvalidPromptError,
     NotFoundError,
     SessionUnavailableError,
+    TooManyObjectsError,
 )
 from deployments.protocol.types import (
     ClearResult,
@@ -70,13 +70,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass
-class _ObjectMeta:
-    name: str | None = None
-    category: str | None = None
-
-
-class EngineSession(SessionPropagation):
+class EngineSession(SessionPropagation, SessionConcepts):
     """One annotation session. Thread-safe; prompts are refused while it propagates."""
 
     def __init__(
@@ -90,6 +84,7 @@ class EngineSession(SessionPropagation):
         frames: FrameSource,
         *,
         max_objects: int,
+        match_iou: float,
         offload_state_to_cpu: bool,
         feature_cache_bytes: int,
         retention_bytes: int,
@@ -101,6 +96,8 @@ class EngineSession(SessionPropagation):
         self.model_name = model_name
         self.created_at = datetime.now().astimezone()
         self.max_objects = max_objects
+        # Text prompts and re-detection: the mask IoU at which an instance is an object.
+        self.match_iou = match_iou
         self.overlay_alpha = overlay_alpha
         self._predictor = predictor
         self._executor = executor
@@ -121,7 +118,7 @@ class EngineSession(SessionPropagation):
         # Where the latest propagation started and where each pass is or ended: the
         # retention window keeps SAM 2's look-back around them.
         self._anchors: list[int] = []
-        self._meta: dict[int, _ObjectMeta] = {}
+        self._meta: dict[int, ObjectMeta] = {}
         # Held by every edit from its checks to its log entry, by the start and end of a
         # propagation, and by reads of objects, prompts and progress, so a read sees the
         # session between two edits. A running propagation changes none of these: it writes
@@ -219,15 +216,15 @@ class EngineSession(SessionPropagation):
         session's ``last`` (a one-shot image), its memory is encoded behind it, ahead of the
         next propagation.
 
-        Raises FrameOutOfRangeError, InvalidPromptError (outside the frame, too many
-        objects), ConflictError while a propagation runs.
+        Raises FrameOutOfRangeError, InvalidPromptError (outside the frame),
+        TooManyObjectsError, ConflictError while a propagation runs.
         """
         self._check_frame(prompt.frame_index)
         inputs = self._prompt_inputs(prompt)
         with self._idle():
             obj_id = prompt.obj_id if prompt.obj_id is not None else self._next_obj_id()
             if obj_id not in self._meta and len(self._meta) >= self.max_objects:
-                raise InvalidPromptError(f"a session holds at most {self.max_objects} objects")
+                raise TooManyObjectsError(f"a session holds at most {self.max_objects} objects")
             applied = self._run(lambda: self._apply(prompt.frame_index, obj_id, inputs))
             if not last:
                 # SAM 2 encodes a prompt's memory when a propagation starts; do that model work
@@ -235,7 +232,7 @@ class EngineSession(SessionPropagation):
                 self._submit(
                     lambda: sam_state.encode_pending_memories(self._predictor, self._state)
                 )
-            self._meta.setdefault(obj_id, _ObjectMeta())
+            self._meta.setdefault(obj_id, ObjectMeta())
             self._store_applied(prompt.frame_index, [applied], "prompt")
             entry = prompt.model_copy(update={"obj_id": obj_id}).model_dump(mode="json")
             self._log({"op": "prompt", "prompt": entry})
@@ -304,15 +301,14 @@ class EngineSession(SessionPropagation):
     ) -> None:
         """Rebuild SAM 2's state on a session reopened from its directory (another replica
         held it), as ``rebuild.rebuild_state`` says: as a live session whose window dropped
-        every tracked output. Later entries continue the log's numbering. The MaskStore is
-        left as it is: it already holds every mask computed before, on whichever replica."""
+        every tracked output. Later entries continue the log's numbering. Names and
+        categories: the session store's (``names``), else those the log's text prompts gave.
+        The MaskStore is left as it is: it already holds every mask computed before."""
         entries = sorted(log, key=lambda entry: entry.get("seq", 0))
         with self._idle():
             self._seq = self._run(lambda: self._rebuild_state(entries))
-            self._meta = {obj_id: _ObjectMeta() for obj_id in self._state["obj_ids"]}
-            for obj_id, (name, category) in names.items():
-                if obj_id in self._meta:
-                    self._meta[obj_id] = _ObjectMeta(name, category)
+            named = object_names(entries, names)
+            self._meta = {o: named.get(o, ObjectMeta()) for o in self._state["obj_ids"]}
             self._save_checkpoint(None)
 
     def close(self) -> None:
@@ -338,12 +334,12 @@ class EngineSession(SessionPropagation):
     def _run(self, fn: Callable[[], T]) -> T:
         return self._executor.run(self.id, fn)
 
-    def _log(self, entry: dict[str, Any]) -> None:
+    def _log(self, entry: dict[str, Any], running: dict[str, Any] | None = None) -> None:
         """Number an applied operation, hand it to the journal, then checkpoint the state it
-        led to (the session's lock held)."""
+        led to (the session's lock held), naming the propagation ``running`` if one is."""
         self._seq += 1
         self._journal({**entry, "seq": self._seq})
-        self._save_checkpoint(None)
+        self._save_checkpoint(running)
 
     def _save_checkpoint(self, running: dict[str, Any] | None) -> None:
         """Checkpoint SAM 2's prompt state at the current sequence number, if persisted and

@@ -6,6 +6,7 @@ Torch-free by design (pydantic and the standard library only): the ingress impor
 never ``deployments.engine``, so an ingress replica loads neither torch, OpenCV nor PyAV.
 """
 
+from deployments.protocol.detector_api import DETECTOR_METHODS, DetectorApi
 from deployments.protocol.errors import (
     BadImageError,
     BadVideoError,
@@ -13,6 +14,8 @@ from deployments.protocol.errors import (
     CapacityError,
     ConflictError,
     DeadlineExceededError,
+    DetectorLostError,
+    DetectorUnavailableError,
     EngineError,
     ForbiddenPathError,
     FrameOutOfRangeError,
@@ -22,6 +25,7 @@ from deployments.protocol.errors import (
     NotFoundError,
     SessionUnavailableError,
     StoreUnavailableError,
+    TooManyObjectsError,
     UnauthorizedError,
     UnsupportedMediaError,
     UploadTooLargeError,
@@ -66,6 +70,7 @@ from deployments.protocol.types import (
 
 __all__ = [
     "CUSTOM",
+    "DETECTOR_METHODS",
     "EXPORTS",
     "METHODS",
     "PLACEMENT_METHODS",
@@ -80,6 +85,9 @@ __all__ = [
     "ClearResult",
     "ConflictError",
     "DeadlineExceededError",
+    "DetectorApi",
+    "DetectorLostError",
+    "DetectorUnavailableError",
     "EngineError",
     "EngineSettings",
     "ExportFormat",
@@ -112,6 +120,7 @@ __all__ = [
     "SourceVideo",
     "StoreUnavailableError",
     "TimelineMark",
+    "TooManyObjectsError",
     "UnauthorizedError",
     "UnsupportedMediaError",
     "UploadTooLargeError",

@@ -46,6 +46,13 @@ class InvalidPromptError(InvalidRequestError):
     code = "invalid_prompt"
 
 
+class TooManyObjectsError(InvalidPromptError):
+    """A prompt that would take the session past its object limit (``max_objects``); nothing
+    of it was applied."""
+
+    code = "too_many_objects"
+
+
 class FrameOutOfRangeError(InvalidRequestError):
     """A frame index outside the session's video."""
 
@@ -87,6 +94,20 @@ class SourceChangedError(ConflictError):
     its frames would no longer be the ones its masks were computed on."""
 
     code = "source_changed"
+
+
+class DetectorUnavailableError(ConflictError):
+    """A text prompt where no concept detector is configured (``details["setting"]`` names
+    the setting that turns it on)."""
+
+    code = "detector_unavailable"
+
+
+class DetectorLostError(EngineError):
+    """The concept detector's replica stopped or could not be reached while answering; the
+    session is as it was before the request, so the same request can be sent again."""
+
+    code = "detector_lost"
 
 
 class ModelLoadError(EngineError):

@@ -18,6 +18,7 @@ import inspect
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from deployments.protocol.concepts import PropagationStreamEvent, TextPrompt, TextPromptResult
 from deployments.protocol.types import (
     ClearResult,
     ExportFormat,
@@ -26,7 +27,6 @@ from deployments.protocol.types import (
     ObjectTimeline,
     Prompt,
     PromptResult,
-    PropagationEvent,
     PropagationRequest,
     ReviewItem,
     SessionInfo,
@@ -73,6 +73,13 @@ class ReplicaApi(Protocol):
 
     async def add_prompt(self, *, session_id: str, owner: str, prompt: Prompt) -> PromptResult: ...
 
+    async def add_text_prompt(
+        self, *, session_id: str, owner: str, prompt: TextPrompt
+    ) -> TextPromptResult:
+        """Detect the text on its frame (the replica sends the concept detector the frame it
+        decodes) and make each instance that matches no object of that category a new one."""
+        ...
+
     async def clear_prompts(
         self, *, session_id: str, owner: str, frame_index: int, obj_id: int | None
     ) -> ClearResult: ...
@@ -89,8 +96,10 @@ class ReplicaApi(Protocol):
 
     def propagate(
         self, *, session_id: str, owner: str, request: PropagationRequest
-    ) -> AsyncIterator[PropagationEvent]:
-        """One event per frame, then the summary; closing the stream stops the propagation."""
+    ) -> AsyncIterator[PropagationStreamEvent]:
+        """One event per frame (with ``redetect``, an ``ObjectAdded`` before the frame for each
+        object re-detection started there), then the summary; closing the stream stops the
+        propagation."""
         ...
 
     async def cancel_propagation(self, *, session_id: str, owner: str) -> bool: ...

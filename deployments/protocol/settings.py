@@ -1,7 +1,8 @@
 """Settings: one pydantic model per layer, read from the Serve config's application ``args``
 or the environment (``SAM2_SERVE_<FIELD>``, ``REDIS_URL``). ``EngineSettings`` is what the SAM 2
 session engine needs; ``ServiceSettings`` extends it with replicas, store, time budgets and
-capacity. Torch-free, so the ingress reads them without loading the model's libraries."""
+capacity. ``DetectorSettings`` is what the SAM 3 concept detector needs. Torch-free, so the
+ingress reads them without loading the model's libraries."""
 
 from __future__ import annotations
 
@@ -44,6 +45,13 @@ class EngineSettings(BaseSettings):
     torch_threads: int | None = Field(None, ge=1, description="torch.set_num_threads; None: keep.")
     max_sessions: int = Field(3, ge=1, description="Sessions sharing one loaded model.")
     max_objects: int = Field(16, ge=1, le=255, description="Objects per session.")
+    concept_match_iou: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Text prompts and re-detection: a detected instance whose mask IoU with an "
+        "object's mask on the frame is at least this is that object (not added again).",
+    )
     storage_root: Path = Field(
         Path(tempfile.gettempdir()) / "sam2-serve" / "sessions",
         description="Session directories (index, masks, uploads); a shared volume on a cluster.",
@@ -184,6 +192,14 @@ class ServiceSettings(EngineSettings):
     )
     replica_num_gpus: float = Field(0.0, ge=0, description="GPU share per replica (0.33-0.5).")
     replica_num_cpus: float = Field(0.5, ge=0, description="CPUs reserved per replica.")
+    replica_malloc_arena_max: int = Field(
+        2,
+        ge=0,
+        description="glibc's MALLOC_ARENA_MAX in SAM 2 replicas; 0 keeps glibc's default (8 "
+        "arenas per core). A session's memory is allocated on several threads (model, decoders, "
+        "prefetch, Ray's), and freed pages spread over many arenas stay partly untrimmed; with 2 "
+        "a replica's RSS returns to its baseline after 100 sessions (docs/benchmarks.md).",
+    )
     ingress_num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per ingress replica.")
     max_ongoing_requests: int = Field(32, ge=1, description="Concurrent requests per replica.")
     session_ttl_s: float = Field(1800, gt=0, description="Idle time after which a session expires.")
@@ -233,6 +249,27 @@ class ServiceSettings(EngineSettings):
         description="How long the router counts a session it placed against its replica while "
         "the replica's stats do not show it yet; a few routing_stats_period_s.",
     )
+    # The concept detector (SAM 3) deployment: off unless ``detector`` is set.
+    detector: DetectorSettings | None = Field(
+        None,
+        description="The SAM 3 concept detector's settings (DetectorSettings); set, the app "
+        "runs a ConceptDetector deployment for text prompts. None: no detector, and text "
+        "prompts answer 409 detector_unavailable.",
+    )
+    detector_num_gpus: float = Field(0.0, ge=0, description="GPU share per detector replica.")
+    detector_num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per detector replica.")
+    detector_min_replicas: int = Field(1, ge=1, description="Detector replicas kept running.")
+    detector_max_replicas: int = Field(
+        1, ge=1, description="Most detector replicas autoscaling starts; min == max: fixed."
+    )
+    detector_target_requests: float = Field(
+        2,
+        gt=0,
+        description="Detections in flight per detector replica that autoscaling aims at.",
+    )
+    detector_timeout_s: float = Field(
+        60, gt=0, description="Time budget of one detection (a frame, a text)."
+    )
 
     @model_validator(mode="after")
     def _page_within_its_max(self) -> ServiceSettings:
@@ -249,3 +286,65 @@ class ServiceSettings(EngineSettings):
     def spool_dir(self) -> Path:
         """Exports wait here (on the shared storage) while the ingress streams them."""
         return self.storage_root / ".exports"
+
+
+class DetectorSettings(BaseSettings):
+    """Everything the SAM 3 concept detector (``deployments.detector``) needs to load its model
+    and answer text prompts. Read from the environment as ``SAM2_SERVE_DETECTOR_<FIELD>``;
+    ``SAM2_SERVE_WEIGHTS=random`` covers the detector too."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SAM2_SERVE_DETECTOR_", extra="forbid", populate_by_name=True
+    )
+
+    checkpoint_dir: Path = Field(
+        Path("checkpoints") / "sam3",
+        description="A transformers checkpoint directory (config.json, model.safetensors, the "
+        "tokenizer's files, preprocessor_config.json), as huggingface_hub.snapshot_download "
+        "writes it for facebook/sam3.",
+    )
+    weights: Literal["checkpoint", "random"] = Field(
+        "checkpoint",
+        validation_alias=AliasChoices("SAM2_SERVE_DETECTOR_WEIGHTS", "SAM2_SERVE_WEIGHTS"),
+        description="'random' builds SAM 3 without a checkpoint, with a tokenizer trained on a "
+        "fixed word list: tests and offline dev only.",
+    )
+    random_architecture: Literal["small", "full"] = Field(
+        "small",
+        description="For random weights: 'small' (2-layer, 64-wide; tests) or 'full' "
+        "(facebook/sam3's size: real speed and memory, meaningless masks).",
+    )
+    seed: int = Field(0, description="Torch seed for random weights, so runs are repeatable.")
+    image_size: int | None = Field(
+        None,
+        ge=56,
+        description="Input size of a random-weights model (a multiple of 14); default 224 "
+        "small, 1008 full. A checkpoint keeps its own (1008).",
+    )
+    device: str = Field(
+        "auto", description="'auto' (cuda when available, else cpu), 'cpu', 'cuda:N'."
+    )
+    compute_dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto", description="Weights and activations: 'auto' is bfloat16 on CUDA, float32 else."
+    )
+    torch_threads: int | None = Field(None, ge=1, description="torch.set_num_threads; None: keep.")
+    score_threshold: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="An instance is kept when its score (query probability times presence "
+        "probability, as in Meta's SAM 3) is above this, unless a request names its own.",
+    )
+    max_text_chars: int = Field(
+        200,
+        ge=1,
+        description="Longest text prompt in characters (checked before tokenizing); the model's "
+        "own limit is its text context (32 tokens with start and end for SAM 3).",
+    )
+    max_exemplar_boxes: int = Field(
+        16, ge=0, description="Most exemplar boxes a text prompt may carry."
+    )
+
+
+# ``ServiceSettings.detector`` names DetectorSettings, defined after it.
+ServiceSettings.model_rebuild()

@@ -82,6 +82,17 @@ class Prompt(BaseModel):
         return self
 
 
+class Redetect(BaseModel):
+    """A propagation option: run the concept detector on the text every ``every_n_frames``
+    frames of each pass; instances that match no tracked object start new objects from that
+    frame on (CONTRACT.md, wave-3 Additions)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1)
+    every_n_frames: int = Field(ge=1)
+
+
 class PropagationRequest(BaseModel):
     """Which way to propagate, from where, how far, and for which objects."""
 
@@ -91,6 +102,9 @@ class PropagationRequest(BaseModel):
     start_frame_index: int | None = Field(None, ge=0, description="Default: earliest prompt.")
     max_frames: int | None = Field(None, ge=1, description="Frames past the start, each way.")
     obj_ids: list[ObjectId] | None = Field(None, description="Default: every prompted object.")
+    redetect: Redetect | None = Field(
+        None, description="Find new instances of a text as the propagation goes (a detector)."
+    )
 
 
 class VideoOptions(BaseModel):

@@ -1,16 +1,23 @@
-"""Objects and prompts: clicks, boxes and masks on any frame; objects' names; clearing."""
+"""Objects and prompts: clicks, boxes, masks and texts on any frame; objects' names;
+clearing."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Response
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Response
+from pydantic import Discriminator, Tag
 
 from deployments.protocol import ClearResult, ObjectInfo, ObjectTimeline, Prompt, PromptResult
+from deployments.protocol.concepts import TextPromptResult
 from ingress.routers.deps import Service, Thresholds
 from ingress.schemas import (
     ERROR_RESPONSES,
+    ErrorBody,
     ObjectList,
     ObjectPatch,
     SessionId,
+    TextPromptRequest,
 )
 from ingress.uploads import LimitedBodyRoute
 
@@ -21,9 +28,36 @@ router = APIRouter(
 )
 
 
-@router.post("/prompts", response_model=PromptResult, responses=ERROR_RESPONSES)
-async def add_prompt(session_id: SessionId, prompt: Prompt, service: Service) -> PromptResult:
-    """Points (+/- labels), a box and/or a mask for one object on one frame."""
+def _kind(body: Any) -> str:
+    """A body with ``text`` is a text prompt (which then refuses points, box and mask)."""
+    text = isinstance(body, TextPromptRequest) or (isinstance(body, dict) and "text" in body)
+    return "text" if text else "object"
+
+
+AnyPrompt = Annotated[
+    Annotated[Prompt, Tag("object")] | Annotated[TextPromptRequest, Tag("text")],
+    Discriminator(_kind),
+]
+_TEXT_RESPONSES = {
+    409: {
+        "model": ErrorBody,
+        "description": "A text prompt where no concept detector is configured "
+        "(`detector_unavailable`, the setting named in `details`), or while a propagation "
+        "runs.",
+    },
+    **ERROR_RESPONSES,
+}
+
+
+@router.post("/prompts", response_model=PromptResult | TextPromptResult, responses=_TEXT_RESPONSES)
+async def add_prompt(
+    session_id: SessionId, prompt: Annotated[AnyPrompt, Body()], service: Service
+) -> PromptResult | TextPromptResult:
+    """Points (+/- labels), a box and/or a mask for one object on one frame; or a text: every
+    instance of it on the frame (the concept detector) becomes an object of that category,
+    unless it matches one (mask IoU), and the answer lists them with their detector scores."""
+    if isinstance(prompt, TextPromptRequest):
+        return await service.add_text_prompt(session_id, prompt.prompt())
     return await service.add_prompt(session_id, prompt)
 
 

@@ -15,12 +15,14 @@ from fastapi import APIRouter, Header, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
-from deployments.protocol import PropagationDone, PropagationEvent, PropagationRequest
+from deployments.protocol import PropagationDone, PropagationRequest
+from deployments.protocol.concepts import PropagationStreamEvent
 from ingress.errors import Rejection, count_rejection, error_body, reject
 from ingress.routers.deps import Service, bearer_key
 from ingress.schemas import (
     ERROR_RESPONSES,
     CancelResult,
+    ErrorBody,
     PropagationSummary,
     SessionId,
 )
@@ -35,10 +37,16 @@ _STREAM = {
     200: {
         "description": "JSON summary, or with `Accept: application/x-ndjson` one JSON object "
         'per line: `{"type": "frame", ...}` per frame, then `{"type": "done", ...}` (or '
-        '`{"type": "error", ...}`).',
+        '`{"type": "error", ...}`). With `redetect`, an `{"type": "object_added", '
+        '"frame_index", "obj_id", "name", "category", "detector_score"}` line comes before '
+        "the frame where re-detection started that object.",
         "content": {NDJSON: {"schema": {"type": "string"}}},
     },
-    409: {"description": "A propagation is already running on the session."},
+    409: {
+        "model": ErrorBody,
+        "description": "A propagation is already running on the session; or `redetect` where "
+        "no concept detector is configured (`detector_unavailable`).",
+    },
     **ERROR_RESPONSES,
 }
 
@@ -93,7 +101,7 @@ async def propagate_ws(websocket: WebSocket, session_id: SessionId) -> None:
     await _stream(websocket, events)
 
 
-async def _stream(websocket: WebSocket, events: AsyncIterator[PropagationEvent]) -> None:
+async def _stream(websocket: WebSocket, events: AsyncIterator[PropagationStreamEvent]) -> None:
     """Send events while watching the socket: a disconnect cancels the propagation."""
 
     async def send_all() -> None:
@@ -129,7 +137,7 @@ async def _close_with_error(websocket: WebSocket, rejection: Rejection) -> None:
         logger.debug("a propagation error found its client gone", exc_info=True)
 
 
-async def _ndjson(events: AsyncIterator[PropagationEvent]) -> AsyncIterator[str]:
+async def _ndjson(events: AsyncIterator[PropagationStreamEvent]) -> AsyncIterator[str]:
     """Each event as one line, as soon as it arrives; a failure becomes the last line."""
     try:
         async for event in events:

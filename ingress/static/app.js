@@ -7,7 +7,7 @@ import { canvasPrompts, seek, viewer } from "./frames.js";
 import { onKey } from "./keyboard.js";
 import { newObject } from "./objects.js";
 import { $, action } from "./page.js";
-import { addBox, addPoint, clearFramePrompts } from "./prompts.js";
+import { addBox, addPoint, addTextPrompt, clearFramePrompts } from "./prompts.js";
 import { cancelPropagation, propagate } from "./propagation.js";
 import { listSessions, openSession, upload } from "./sessions.js";
 import { api, state } from "./state.js";
@@ -24,6 +24,7 @@ function wire() {
   );
   $("new-object").addEventListener("click", newObject);
   $("clear-frame").addEventListener("click", action(clearFramePrompts));
+  $("text-form").addEventListener("submit", action(addTextPrompt));
   $("scrubber").addEventListener("input", action(() => seek($("scrubber").value)));
   $("frame-number").addEventListener("change", action(() => seek($("frame-number").value)));
   $("previous-frame").addEventListener("click", action(() => seek(state.frame - 1)));

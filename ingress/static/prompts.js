@@ -1,9 +1,11 @@
 // Prompts on the frame shown: a click (a point; a negative one with the right button, Shift or
-// Alt) or a dragged box goes to the active object, or starts a new one; "clear frame" removes
+// Alt) or a dragged box goes to the active object, or starts a new one; a text makes every
+// instance of it on the frame an object (the server's concept detector); "clear frame" removes
 // this frame's.
 
 import { forgetMasks, updateMasks, viewer } from "./frames.js";
 import { refreshObjects, refreshTimeline, refreshTimelines } from "./objects.js";
+import { $, report } from "./page.js";
 import { api, state } from "./state.js";
 
 export async function addPoint(xy, label) {
@@ -32,6 +34,31 @@ async function prompt(body, mark) {
   viewer.setMarks(state.marks.get(frame));
   await refreshObjects();
   await refreshTimeline(result.obj_id);
+}
+
+/** The text box's prompt on the current frame: new objects (named after the text) appear in
+ *  the list and on the frame; instances of objects already there are counted as matched. */
+export async function addTextPrompt(event) {
+  event.preventDefault();
+  const text = $("text-input").value.trim();
+  if (!text) return;
+  if (state.propagation) throw new Error("wait for the propagation to finish, or cancel it");
+  const frame = state.frame;
+  const result = await api.json(`sessions/${state.session.session_id}/prompts`, {
+    method: "POST",
+    json: { frame_index: frame, text },
+  });
+  const added = result.objects.filter((o) => !o.matched);
+  updateMasks(frame, result.masks);
+  await refreshObjects();
+  await refreshTimelines();
+  const names = added.map((o) => `#${o.obj_id} ${o.name}`).join(", ");
+  const matched = result.objects.length - added.length;
+  report(
+    result.objects.length === 0
+      ? `no "${text}" found on frame ${frame}`
+      : `${added.length} new object(s)${names ? `: ${names}` : ""}; ${matched} already there`,
+  );
 }
 
 /** Remove the current frame's prompts: the active object's, or every object's when none is. */

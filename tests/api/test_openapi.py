@@ -66,3 +66,35 @@ def test_a_session_reports_its_background_preparation():
     preparation = schemas["Session"]["properties"]["preparation"]
     assert {"$ref": "#/components/schemas/Preparation"} in preparation["anyOf"]
     assert set(schemas["Preparation"]["required"]) == {"stage", "done_frames", "total_frames"}
+
+
+def test_prompts_take_points_or_a_text_and_answer_each_its_result():
+    spec = schema()
+    route = spec["paths"]["/api/v1/sessions/{session_id}/prompts"]["post"]
+    body = route["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
+    assert body == [
+        {"$ref": "#/components/schemas/Prompt"},
+        {"$ref": "#/components/schemas/TextPromptRequest"},
+    ]
+    answer = route["responses"]["200"]["content"]["application/json"]["schema"]["anyOf"]
+    assert {"$ref": "#/components/schemas/TextPromptResult"} in answer
+    assert "409" in route["responses"]  # detector_unavailable
+    schemas = spec["components"]["schemas"]
+    assert {"frame_index", "text"} <= set(schemas["TextPromptRequest"]["required"])
+    assert {"exemplar_boxes", "exemplar_labels", "normalized"} <= set(
+        schemas["TextPromptRequest"]["properties"]
+    )
+    concept = schemas["ConceptObject"]["properties"]
+    assert {"obj_id", "name", "category", "detector_score", "matched"} <= set(concept)
+
+
+def test_propagation_takes_redetect_and_images_a_text():
+    spec = schema()
+    schemas = spec["components"]["schemas"]
+    redetect = schemas["PropagationRequest"]["properties"]["redetect"]
+    assert {"$ref": "#/components/schemas/Redetect"} in redetect["anyOf"]
+    image = spec["paths"]["/api/v1/image/segment"]["post"]["requestBody"]["content"]
+    assert "text" in image["application/json"]["schema"]["properties"]
+    assert "text" in image["multipart/form-data"]["schema"]["properties"]
+    instances = schemas["ImageSegmentation"]["properties"]["instances"]
+    assert instances["items"] == {"$ref": "#/components/schemas/DetectedInstance"}

@@ -1,7 +1,8 @@
 """One real stack for the client's tests (package scope: a Ray cluster and a deploy cost tens of
 seconds): a local Ray cluster, Serve with the sam2-serve app (one CPU replica, random weights at
-a small image size), a real redis-server, API keys and a VIDEO_ROOT. Two session slots, so a
-test can fill them and see real 503s; ``Retry-After`` is 1 s so retries wait little."""
+a small image size), a real redis-server, API keys, a VIDEO_ROOT and a concept detector (its
+score threshold keeps two instances of ``TEXT`` on frame 1). Two session slots, so a test can
+fill them and see real 503s; ``Retry-After`` is 1 s so retries wait little."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from sam2serve import Client, RetryPolicy
+from tests.serve.concepts import concept, detector_settings
 from tests.serve.conftest import deploy, stack_settings
 from tests.servers import RedisServer, free_port, local_ray
 from tests.videos import write_video
@@ -19,6 +21,7 @@ from tests.videos import write_video
 API_KEY = "client-key-0123456789"
 NUM_FRAMES = 12
 SIZE = (160, 120)
+TEXT = "grasper"
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ def _serve(
     tmp_path_factory: pytest.TempPathFactory, redis: RedisServer, video_root: Path, port: int
 ) -> Iterator[Service]:
     """The app deployed on the running cluster; its HTTP client closed at the end."""
+    grasper = concept(video_root / "clip.mp4", 1, TEXT, count=2)
     settings = stack_settings(
         tmp_path_factory.mktemp("sessions"),
         redis_url=redis.url,
@@ -54,6 +58,8 @@ def _serve(
         max_replicas=1,
         max_sessions=2,
         retry_after_s=1,
+        detector=detector_settings(grasper.threshold),
+        detector_num_cpus=0,
     )
     stack = deploy(port, "client", settings)
     try:

@@ -24,7 +24,7 @@ from sam2serve.cli import (
     EXIT_USAGE,
     main,
 )
-from tests.client.conftest import NUM_FRAMES, SIZE
+from tests.client.conftest import NUM_FRAMES, SIZE, TEXT
 from tests.servers import free_port
 from tests.videos import circle_at
 
@@ -72,6 +72,17 @@ def test_track_command_writes_the_zip_post_track_answers(service, client, video,
     assert client.list_sessions() == []  # the CLI's session, and /track's, are gone
 
 
+def test_track_with_a_text_tracks_every_instance(service, client, video, tmp_path, capsys):
+    connection = ["--url", service.url, "--api-key", service.api_key, "-q"]
+    output = tmp_path / "text.zip"
+    command = ["track", str(video), "--frame", "1", "--text", TEXT, "-o", str(output)]
+    assert main([*connection, *command]) == EXIT_OK, capsys.readouterr().err
+    written = png_images(output)
+    assert list(written) == [f"{i:05d}.png" for i in range(NUM_FRAMES)]
+    assert written["00001.png"].any()  # the instances' masks on the prompted frame
+    assert client.list_sessions() == []
+
+
 def test_session_commands_export_health_and_exit_codes(service, client, video, tmp_path, capsys):
     connection = ["--url", service.url, "--api-key", service.api_key]
     sid = client.create_session(video).session_id
@@ -106,6 +117,7 @@ def test_session_commands_export_health_and_exit_codes(service, client, video, t
         ["--point", "1;2"],  # not x,y
         ["--point", "1,2", "--label", "1,0"],  # two labels for one point
         [],  # no prompt at all
+        ["--text", "grasper", "--point", "1,2"],  # a text is a prompt of its own
     ],
 )
 def test_bad_track_arguments_are_usage_errors(video, tmp_path, arguments, capsys):

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from sam2serve import Client, NotFoundError, RetryPolicy
-from tests.client.conftest import NUM_FRAMES, SIZE
+from sam2serve import Client, NotFoundError, Redetect, RetryPolicy
+from tests.client.conftest import NUM_FRAMES, SIZE, TEXT
 from tests.videos import circle_at
 
 
@@ -60,7 +60,9 @@ def test_every_method_of_the_client(service, video, tmp_path):
     models = client.models()
     assert any(m.name == models.default for m in models.models)
     segmented = client.segment_image(png_image(), points=[(60, 45)], labels=[1])
-    assert segmented.masks[0].to_numpy().shape == (90, 120)
+    assert segmented.masks[0].to_numpy().shape == (90, 120) and segmented.instances == []
+    found = client.segment_image(png_image(), text=TEXT)
+    assert found.masks == [] and all(i.to_numpy().shape == (90, 120) for i in found.instances)
 
     sent: list[int] = []
     uploaded = client.create_session(
@@ -105,6 +107,18 @@ def test_every_method_of_the_client(service, video, tmp_path):
     assert (client.overlay_jpeg(sid, 1))[:2] == b"\xff\xd8"
     timeline = client.object_timeline(sid, 1)
     assert timeline.prompt_frames == [1]
+    redetect = Redetect(text=TEXT, every_n_frames=1)
+    stream = client.propagate_stream(sid, direction="forward", redetect=redetect)
+    listed: dict[int, set[int]] = {}  # by frame: the objects listed when it arrived
+    with stream:
+        for frame in stream:
+            listed[frame.frame_index] = {o.obj_id for o in stream.objects_added}
+    added = stream.objects_added  # an instance on frame 1 first
+    assert (added[0].frame_index, added[0].name) == (1, f"{TEXT} 1")
+    assert all(o.category == TEXT and o.obj_id in listed[o.frame_index] for o in added)
+    texted = client.add_text_prompt(sid, 1, TEXT)  # it finds that object again
+    assert all(o.category == TEXT for o in texted.objects)
+    assert added[0].obj_id in [o.obj_id for o in texted.objects if o.matched]
     davis = client.export(sid, "davis", tmp_path / "davis.zip")
     with zipfile.ZipFile(davis) as archive:
         assert len(archive.namelist()) == count

@@ -112,6 +112,18 @@ def test_generated_fields_follow_serve_config():
     assert probe == {"port": "serve", "path": "/health"}
 
 
+def test_a_concept_detector_on_gpus_gets_gpu_workers_of_its_own():
+    template = yaml.safe_load(gen.TEMPLATE.read_text())
+    config = yaml.safe_load(gen.SERVE_CONFIG.read_text())
+    args = config["applications"][0]["args"]
+    args.update(min_replicas=2, max_replicas=6, detector={"score_threshold": 0.5})
+    args.update(detector_num_gpus=0.5, detector_min_replicas=1, detector_max_replicas=3)
+    manifest = gen.render(template, yaml.safe_dump(config))
+    (gpu,) = manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    # SAM 2: 1 to 2 one-GPU pods at 0.33; the detector: 1 to 2 more at 0.5
+    assert (gpu["minReplicas"], gpu["maxReplicas"]) == (2, 4)
+
+
 def test_generator_refuses_replicas_that_do_not_fit_a_gpu_worker():
     template = yaml.safe_load(gen.TEMPLATE.read_text())
     config = yaml.safe_load(gen.SERVE_CONFIG.read_text())

@@ -1,23 +1,47 @@
-"""End to end over HTTP: two SAM 2 replicas behind the ingress, sessions in real Redis."""
+"""End to end over HTTP: two SAM 2 replicas behind the ingress, sessions in real Redis, and a
+concept detector (SAM 3, random weights) for text prompts."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import threading
 import time
 
+import cv2
+import numpy as np
 import pytest
+import ray
 from pycocotools import mask as mask_utils
+from ray import serve
 
+from deployments.protocol import ServiceSettings
+from session_store import open_store
+from tests.serve.concepts import Concept, concept, detector_settings
 from tests.serve.conftest import deploy, stack_settings
 
 NUM_FRAMES = 16
+TEXT_FRAME = 3  # where the text prompts go
 
 
 @pytest.fixture(scope="module")
-def stack(http_port, redis_server, tmp_path_factory):
-    settings = stack_settings(tmp_path_factory.mktemp("sessions"), redis_url=redis_server.url)
+def grasper(video) -> Concept:
+    """Three instances of "grasper" on the text frame at the stack's score threshold."""
+    return concept(video, TEXT_FRAME, "grasper", count=3)
+
+
+@pytest.fixture(scope="module")
+def stack(http_port, redis_server, tmp_path_factory, grasper):
+    gauze = len(grasper.instances("gauze"))
+    assert gauze >= 1
+    settings = stack_settings(
+        tmp_path_factory.mktemp("sessions"),
+        redis_url=redis_server.url,
+        detector=detector_settings(grasper.threshold),
+        detector_num_cpus=0,
+        max_objects=3 + gauze - 1,  # "gauze" after "grasper" on the text frame passes it
+    )
     return deploy(http_port, "app", settings)
 
 
@@ -199,3 +223,138 @@ def _tree(stack):
     root = Path(stack.settings["storage_root"])
     uploads = list((root / ".uploads").glob("*")) if (root / ".uploads").exists() else []
     return [p for p in root.glob("*") if p.name != ".uploads"] + uploads
+
+
+# ---- text prompts (the concept detector) -----------------------------------------------------
+
+
+def _text_prompt(stack, base, text="grasper", **extra):
+    body = {"frame_index": TEXT_FRAME, "text": text, **extra}
+    return stack.client.post(f"{base}/prompts", json=body)
+
+
+def _decoded(rle: dict) -> np.ndarray:
+    return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
+
+
+def _stored_names(redis_server, sid: str) -> list[tuple[int, str | None, str | None]]:
+    async def read():
+        store = open_store(ServiceSettings(redis_url=redis_server.url))
+        try:
+            return await store.objects(sid)
+        finally:
+            await store.close()
+
+    return sorted((o.obj_id, o.name, o.category) for o in asyncio.run(read()))
+
+
+def test_a_text_prompt_makes_each_instance_an_object_with_its_mask_and_name(
+    stack, video, grasper, redis_server, clean
+):
+    base = f"/api/v1/sessions/{stack.upload(video).json()['session_id']}"
+    answer = _text_prompt(stack, base)
+    assert answer.status_code == 200, answer.text
+    body, expected = answer.json(), grasper.instances()
+    named = [(i, f"grasper {i}", "grasper") for i in (1, 2, 3)]
+    assert [(o["obj_id"], o["name"], o["category"]) for o in body["objects"]] == named
+    assert not any(o["matched"] for o in body["objects"]) and body["exact"] is True
+    scores = [o["detector_score"] for o in body["objects"]]
+    assert scores == pytest.approx([i.score for i in expected], abs=1e-5)
+    masks = {m["obj_id"]: _decoded(m["rle"]) for m in body["masks"]}
+    for obj_id, instance in zip((1, 2, 3), expected, strict=True):  # SAM 2 given the mask
+        union = (masks[obj_id] | instance.mask).sum()
+        assert (masks[obj_id] & instance.mask).sum() / union > 0.8
+    listed = stack.client.get(f"{base}/objects").json()["objects"]
+    assert [(o["obj_id"], o["name"], o["category"]) for o in listed] == named
+    assert _stored_names(redis_server, base.rsplit("/", 1)[1]) == named  # kept for a rebuild
+
+    again = _text_prompt(stack, base)  # the same text on the same frame: no duplicates
+    assert [(o["obj_id"], o["matched"]) for o in again.json()["objects"]] == [
+        (1, True),
+        (2, True),
+        (3, True),
+    ]
+    assert len(stack.client.get(f"{base}/objects").json()["objects"]) == 3
+
+
+def test_bad_text_prompts_get_4xx_and_change_nothing(stack, video, grasper, clean):
+    base = f"/api/v1/sessions/{stack.upload(video).json()['session_id']}"
+    assert _text_prompt(stack, base).status_code == 200  # 3 objects of max_objects
+    for text, extra in [
+        ("", {}),
+        ("   ", {}),
+        ("x" * 201, {}),  # DetectorSettings.max_text_chars
+        ("grasper", {"points": [[40, 60]]}),
+        ("grasper", {"exemplar_boxes": [[0, 0, 9, 9]], "exemplar_labels": [1, 0]}),
+    ]:
+        refused = _text_prompt(stack, base, text, **extra)
+        assert refused.status_code == 422, (text, extra, refused.text)
+    too_many = _text_prompt(stack, base, "gauze")
+    assert too_many.status_code == 422 and too_many.json()["error"]["code"] == "too_many_objects"
+    assert len(stack.client.get(f"{base}/objects").json()["objects"]) == 3  # none half-added
+
+
+def test_redetection_streams_the_objects_it_starts_before_their_frame(stack, video, clean):
+    base = f"/api/v1/sessions/{stack.upload(video).json()['session_id']}"
+    stack.client.post(f"{base}/prompts", json={"frame_index": 0, "points": [[40, 60]]})
+    request = {"direction": "forward", "redetect": {"text": "grasper", "every_n_frames": 8}}
+    with stack.client.stream(
+        "POST", f"{base}/propagate", json=request, headers={"Accept": "application/x-ndjson"}
+    ) as response:
+        assert response.status_code == 200
+        lines = [json.loads(line) for line in response.iter_lines() if line]
+    added = [i for i, line in enumerate(lines) if line["type"] == "object_added"]
+    assert added and lines[-1]["type"] == "done", lines[-1]
+    for i in added:
+        event, frame = lines[i], next(f for f in lines[i:] if f["type"] == "frame")
+        assert event["frame_index"] == frame["frame_index"] and event["category"] == "grasper"
+        assert event["obj_id"] in [m["obj_id"] for m in frame["masks"]]
+    listed = {o["obj_id"]: o["name"] for o in stack.client.get(f"{base}/objects").json()["objects"]}
+    assert all(listed[lines[i]["obj_id"]] == lines[i]["name"] for i in added)
+
+
+def test_text_on_an_image_answers_the_detectors_instances(stack, grasper):
+    png = cv2.imencode(".png", cv2.cvtColor(grasper.frame, cv2.COLOR_RGB2BGR))[1].tobytes()
+    image = base64.b64encode(png).decode()
+    alone = stack.client.post("/api/v1/image/segment", json={"image": image, "text": "grasper"})
+    assert alone.status_code == 200, alone.text
+    expected = grasper.instances()
+    instances = alone.json()["instances"]
+    assert alone.json()["masks"] == [] and len(instances) == len(expected)
+    for got, want in zip(instances, expected, strict=True):
+        assert np.array_equal(_decoded(got["rle"]), want.mask)
+        assert got["score"] == pytest.approx(want.score, abs=1e-5)
+        assert got["box"] == pytest.approx(list(want.box), abs=1e-3)
+    files = {"file": ("frame.png", png, "image/png")}
+    form = {"prompts": json.dumps({"points": [[40, 60]]}), "text": "grasper"}
+    both = stack.client.post("/api/v1/image/segment", files=files, data=form).json()
+    assert len(both["masks"]) == 1 and len(both["instances"]) == len(expected)
+
+
+def test_a_detector_killed_mid_request_answers_503_and_the_session_keeps_all(stack, video, clean):
+    """Last in the module: the detector's replica is replaced afterwards."""
+    sid = stack.upload(video).json()["session_id"]
+    base = f"/api/v1/sessions/{sid}"
+    stack.client.post(f"{base}/prompts", json={"frame_index": TEXT_FRAME, "points": [[40, 60]]})
+    before = (stack.client.get(f"{base}/objects").json(), stack.client.get(f"{base}/masks").json())
+    prefix = "SERVE_REPLICA::app#ConceptDetector#"
+    (name,) = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(prefix)
+    ]
+    detector = serve.get_deployment_handle("ConceptDetector", app_name="app")
+    answers = []
+    sender = threading.Thread(target=lambda: answers.append(_text_prompt(stack, base)))
+    sender.start()
+    deadline = time.monotonic() + 60
+    while detector.status.remote().result()["in_flight"] == 0:
+        assert time.monotonic() < deadline and sender.is_alive()
+    ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+    sender.join()
+    (answer,) = answers
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "7", answer.text
+    assert answer.json()["error"]["code"] == "detector_lost"
+    after = (stack.client.get(f"{base}/objects").json(), stack.client.get(f"{base}/masks").json())
+    assert after == before
+    assert stack.client.get(base).json()["replica"] is not None  # the session was not rebuilt

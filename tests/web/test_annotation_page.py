@@ -8,7 +8,6 @@ artefact); ``annotate.png`` there is the README's picture (``docs/images/annotat
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,11 @@ from selenium.webdriver.support.ui import WebDriverWait
 from deployments.engine.exports import PALETTE
 from deployments.protocol import ServiceSettings
 from ingress.web import STATIC_DIR
+from tests.serve.concepts import concept, detector_settings
 from tests.serve.conftest import Stack, deploy, stack_settings
 from tests.videos import circle_at, write_video
+from tests.web.conftest import ARTIFACTS, CHROMEDRIVER, CHROMIUM
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "web"
 NUM_FRAMES = 12
 SIZE = (160, 120)
 KEY = "web-key-0123456789"
@@ -49,9 +47,16 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def stack(http_port, tmp_path_factory) -> Stack:
+def stack(http_port, tmp_path_factory, clip) -> Stack:
+    """With a concept detector that keeps two instances of "grasper" on the clip's frame 0."""
+    grasper = concept(clip, 0, "grasper", count=2)
     settings = stack_settings(
-        tmp_path_factory.mktemp("sessions"), min_replicas=1, max_replicas=1, max_sessions=3
+        tmp_path_factory.mktemp("sessions"),
+        min_replicas=1,
+        max_replicas=1,
+        max_sessions=3,
+        detector=detector_settings(grasper.threshold),
+        detector_num_cpus=0,
     )
     return deploy(http_port, "web", settings)
 
@@ -71,38 +76,6 @@ def keyed_stack(http_port, tmp_path_factory) -> Stack:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     return write_video(tmp_path_factory.mktemp("clip") / "clip.mp4", NUM_FRAMES, SIZE)
-
-
-@pytest.fixture(scope="module")
-def downloads(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("downloads")
-
-
-@pytest.fixture(scope="module")
-def browser(downloads) -> Iterator[webdriver.Chrome]:
-    """Headless Chromium at a fixed size and scale, downloading into ``downloads``."""
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",  # CI runs as root
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--window-size=1280,860",
-        "--force-device-scale-factor=1",
-    ):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    prefs = {"download.default_directory": str(downloads), "download.prompt_for_download": False}
-    options.add_experimental_option("prefs", prefs)
-    service = webdriver.ChromeService(executable_path=str(CHROMEDRIVER))
-    driver = webdriver.Chrome(service=service, options=options)
-    driver.execute_cdp_cmd(
-        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
-    )
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    yield driver
-    driver.quit()
 
 
 def wait(driver: webdriver.Chrome, condition, message: str) -> Any:
@@ -299,6 +272,25 @@ def test_annotate_propagate_seek_review_and_export(stack, browser, clip, downloa
     assert (exported[later] == decode(stored[later]["rle"])).all()
     assert "error" not in browser.find_element(By.ID, "status").get_attribute("class")
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
+def test_the_text_box_makes_every_instance_a_named_object(stack, browser, clip):
+    open_page(browser, page_url(stack))
+    browser.find_element(By.ID, "upload-file").send_keys(str(clip))
+    browser.find_element(By.ID, "upload-button").click()
+    stage = wait_for_frame(browser, 0)
+    sid = browser.execute_script("return location.hash").removeprefix("#session=")
+    browser.find_element(By.ID, "text-input").send_keys("grasper", Keys.ENTER)
+    rows = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".object"), "new objects")
+    names = [r.find_element(By.CSS_SELECTOR, "input.name").get_attribute("value") for r in rows]
+    assert names == ["grasper 1", "grasper 2"]
+    status = browser.find_element(By.ID, "status")
+    assert status.text.startswith("2 new object(s): #1 grasper 1, #2 grasper 2"), status.text
+    wait(browser, lambda _: stage.get_attribute("data-masks") == "2", "their masks drawn")
+    objects = stack.client.get(f"/api/v1/sessions/{sid}/objects").json()["objects"]
+    named = [(o["name"], o["category"]) for o in objects]
+    assert named == [("grasper 1", "grasper"), ("grasper 2", "grasper")]
+    stack.client.delete(f"/api/v1/sessions/{sid}")
 
 
 def assert_overlay_drawn(

@@ -21,6 +21,7 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -36,7 +37,13 @@ from bench_common import timed, write_h264
 from local_service import write_section
 
 from deployments.engine import EngineSession, SessionEngine
-from deployments.protocol import EngineSettings, Prompt, PropagationRequest, VideoOptions
+from deployments.protocol import (
+    EngineSettings,
+    Prompt,
+    PropagationRequest,
+    ServiceSettings,
+    VideoOptions,
+)
 
 TITLE = "## Soak: an hour-long video (scripts/soak_long_video.py)"
 FPS = 30
@@ -114,6 +121,7 @@ def soak(args: argparse.Namespace, video: Path, storage: Path) -> dict[str, obje
         storage_root=storage,
         max_sessions=2,
         retention_mb=args.retention_mb,
+        feature_cache_mb=args.feature_cache_mb,
     )
     engine = SessionEngine(settings)
     try:
@@ -203,7 +211,9 @@ def report(args: argparse.Namespace, figures: dict[str, object], synth_s: float)
         f"Synthetic H.264, {args.seconds:g} s at {FPS} fps ({figures['num_frames']} frames), "
         f"{args.size}, keyframe every {GOP} frames (written in {synth_s:.0f} s, 0 = cached); "
         f"sam2.1_hiera_tiny with random weights at image size {args.image_size} on "
-        f"{args.device}, retention_mb {args.retention_mb:g}.",
+        f"{args.device}, retention_mb {args.retention_mb:g}, feature_cache_mb "
+        f"{args.feature_cache_mb:g} (the defaults' numbers of frames at 1024), "
+        f"MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX')} as in a replica.",
         "",
         "| figure | value |",
         "|---|---|",
@@ -246,6 +256,12 @@ def _torch_threads() -> int:
 
 
 def main() -> None:
+    arenas = str(ServiceSettings.model_fields["replica_malloc_arena_max"].default)
+    if os.environ.get("MALLOC_ARENA_MAX") != arenas:
+        # Run as a SAM 2 replica runs; glibc reads it only as the process starts.
+        os.execve(
+            sys.executable, [sys.executable, *sys.argv], os.environ | {"MALLOC_ARENA_MAX": arenas}
+        )
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3600.0)
     parser.add_argument("--frames", type=int, help="frames to propagate (default: all)")
@@ -258,6 +274,11 @@ def main() -> None:
         help="the sessions' retention_mb (default: the default's number of frames at 1024, "
         "scaled to --image-size: SAM 2's outputs grow with its square)",
     )
+    parser.add_argument(
+        "--feature-cache-mb",
+        type=float,
+        help="the sessions' feature_cache_mb (default: scaled as --retention-mb is)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sam2-soak")
     parser.add_argument("--write", type=Path, help="update this benchmarks markdown file")
@@ -267,9 +288,10 @@ def main() -> None:
         for k, v in vars(args).items()
         if v is not None and k not in ("cache", "command", "write")
     )
-    if args.retention_mb is None:
-        default = EngineSettings.model_fields["retention_mb"].default
-        args.retention_mb = default * (args.image_size / 1024) ** 2
+    scale = (args.image_size / 1024) ** 2
+    for name in ("retention_mb", "feature_cache_mb"):
+        if getattr(args, name) is None:
+            setattr(args, name, EngineSettings.model_fields[name].default * scale)
     size = tuple(int(v) for v in args.size.split("x"))
     args.cache.mkdir(parents=True, exist_ok=True)
     num_frames = round(args.seconds * FPS)

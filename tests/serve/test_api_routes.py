@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import subprocess
+import time
 import zipfile
 
 import av
@@ -66,17 +67,24 @@ def stored_masks(stack, base) -> dict[tuple[int, int], np.ndarray]:
     }
 
 
-def leftovers(stack) -> dict[str, int]:
-    """Session directories, uploads and export spools under the storage root."""
+def leftovers(stack, expected: dict[str, int], wait_s: float = 30.0) -> dict[str, int]:
+    """Session directories, uploads and export spools under the storage root, once they match
+    ``expected`` or ``wait_s`` passes: spools are removed by a background task that runs after
+    the last byte is sent, so a client can finish reading a moment before the file goes."""
     from pathlib import Path
 
     root = Path(stack.settings["storage_root"])
-    sessions = [p for p in root.iterdir() if not p.name.startswith(".")]
-    spools = {
-        name: len(list((root / name).glob("*"))) if (root / name).exists() else 0
-        for name in (".uploads", ".exports")
-    }
-    return {"sessions": len(sessions), **spools}
+    deadline = time.monotonic() + wait_s
+    while True:
+        sessions = [p for p in root.iterdir() if not p.name.startswith(".")]
+        spools = {
+            name: len(list((root / name).glob("*"))) if (root / name).exists() else 0
+            for name in (".uploads", ".exports")
+        }
+        found = {"sessions": len(sessions), **spools}
+        if found == expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
 
 
 def ws_url(stack, path: str) -> str:
@@ -249,7 +257,8 @@ def test_track_as_existing_clients_call_it(stack, video, tmp_path, tool):
         first = cv2.imdecode(np.frombuffer(archive.read(names[0]), np.uint8), 0)
     assert names == [f"{i:05d}.png" for i in range(NUM_FRAMES)]
     assert first.shape == (120, 160) and set(np.unique(first)) <= {0, 255}
-    assert leftovers(stack) == {"sessions": 1, ".uploads": 0, ".exports": 0}  # only `tracked`
+    expected = {"sessions": 1, ".uploads": 0, ".exports": 0}  # only `tracked`
+    assert leftovers(stack, expected) == expected
 
 
 def test_track_rejects_bad_points(stack, video):
@@ -286,6 +295,21 @@ def test_image_segmentation_multipart_and_base64(stack):
         json={"image": base64.b64encode(b"no image").decode(), "points": [[1, 1]]},
     )
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_image"
+
+
+def test_without_a_detector_text_gets_409_naming_the_setting(stack, tracked):
+    encoded = base64.b64encode(_png_bytes()).decode()
+    for path, body in [
+        (f"{tracked}/prompts", {"frame_index": 0, "text": "grasper"}),
+        (f"{tracked}/propagate", {"redetect": {"text": "grasper", "every_n_frames": 5}}),
+        ("/api/v1/image/segment", {"image": encoded, "text": "grasper"}),
+    ]:
+        refused = stack.client.post(path, json=body)
+        assert refused.status_code == 409, (path, refused.text)
+        error = refused.json()["error"]
+        assert error["code"] == "detector_unavailable" and error["details"] == {
+            "setting": "detector"
+        }
 
 
 def test_server_side_videos_stay_inside_video_root(stack, video_root, tmp_path):

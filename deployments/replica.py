@@ -54,6 +54,7 @@ from deployments.protocol import (
     VideoOptions,
 )
 from deployments.protocol.concepts import PropagationStreamEvent, TextPrompt, TextPromptResult
+from deployments.protocol.locations import ObjectLocation
 from deployments.reconciliation import Reconciler
 from session_store import LogEntry, open_store
 
@@ -127,13 +128,14 @@ class SAM2Replica:
     async def create_session(
         self, *, session_id: str, video: str, options: VideoOptions, is_upload: bool
     ) -> tuple[SessionInfo, str]:
-        """Index ``video`` (a file on the shared storage) as a new session; returns its info and
-        this replica's id. An upload is moved into the session's directory, which owns it from
-        then on; one that fails to become a session is removed. A server-side video is only
-        read."""
+        """Index ``video`` (a file on the shared storage, or an ``s3://`` URL) as a new session;
+        returns its info and this replica's id. An upload is moved into the session's directory,
+        which owns it from then on; one that fails to become a session is removed. A server-side
+        video or an object is only read."""
         create = partial(self._create, move=is_upload)
+        source = ObjectLocation.parse(video) if ObjectLocation.is_url(video) else Path(video)
         try:
-            info = await self._call(create, Path(video), options, session_id)
+            info = await self._call(create, source, options, session_id)
         except BaseException:
             if is_upload:
                 Path(video).unlink(missing_ok=True)  # refused before it was moved
@@ -366,7 +368,7 @@ class SAM2Replica:
             raise
 
     def _create(
-        self, video: Path, options: VideoOptions, session_id: str, *, move: bool
+        self, video: Path | ObjectLocation, options: VideoOptions, session_id: str, *, move: bool
     ) -> SessionInfo:
         """Create and adopt in one engine call, so a create whose caller gives up midway is
         still watched by reconciliation."""

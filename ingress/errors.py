@@ -36,6 +36,7 @@ STATUS: dict[type[e.EngineError], int] = {
     e.CapacityError: 503,
     e.SessionUnavailableError: 503,
     e.StoreUnavailableError: 503,
+    e.ObjectStoreUnavailableError: 503,
     e.DeadlineExceededError: 504,
     e.DetectorLostError: 503,
     e.ModelLoadError: 503,

@@ -60,19 +60,32 @@ class SessionList(BaseModel):
 
 
 class ServerVideo(VideoOptions):
-    """Create a session from a video already on the server, under ``VIDEO_ROOT``."""
+    """Create a session from a video already on the server, under ``VIDEO_ROOT``
+    (``video_path``), or from an object in an allow-listed bucket (``video_url``): one of them."""
 
-    video_path: str = Field(
-        min_length=1, max_length=4096, description="Path relative to the server's VIDEO_ROOT."
+    video_path: str | None = Field(
+        None, min_length=1, max_length=4096, description="Path relative to the server's VIDEO_ROOT."
+    )
+    video_url: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description="s3://bucket/key of a video in a bucket the server allows (s3_buckets).",
     )
     model: str | None = Field(None, description="A name from GET /api/v1/models.")
 
-    @field_validator("video_path")
+    @field_validator("video_path", "video_url")
     @classmethod
-    def _no_nul(cls, value: str) -> str:
-        if "\x00" in value:
-            raise ValueError("video_path must not contain NUL characters")
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("video_path and video_url must not contain NUL characters")
         return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ServerVideo:
+        if (self.video_path is None) == (self.video_url is None):
+            raise ValueError("name the video with one of video_path and video_url")
+        return self
 
 
 class ObjectList(BaseModel):

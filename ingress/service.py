@@ -46,6 +46,7 @@ from deployments.protocol.concepts import (
     TextPrompt,
     TextPromptResult,
 )
+from deployments.protocol.locations import ObjectLocation
 from ingress.concepts import Concepts
 from ingress.expiry import Expiry
 from ingress.health import health_report, replica_stats
@@ -100,7 +101,11 @@ class SessionService:
     # ---- sessions ----------------------------------------------------------------------------
 
     async def create(
-        self, video: Path, options: VideoOptions, model: str | None, is_upload: bool
+        self,
+        video: Path | ObjectLocation,
+        options: VideoOptions,
+        model: str | None,
+        is_upload: bool,
     ) -> Session:
         """Place a new session on the replica with the most free slots and record it."""
         if model is not None and model != self.settings.model:

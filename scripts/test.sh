@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need where it is missing (redis-server and Debian's
-# Chromium with its driver, through apt; the project's venv through scripts/install.sh), then runs
+# The test command: installs what the tests need where it is missing (redis-server, PostgreSQL
+# and Debian's Chromium with its driver, through apt; the project's venv through
+# scripts/install.sh), then runs
 # pytest with any arguments given. Idempotent; apt runs only when something is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
+# PostgreSQL for the PostgreSQL MaskStore's tests (tests/postgres_server.py starts it)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then

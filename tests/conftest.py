@@ -48,3 +48,17 @@ def engine(tmp_path, predictor):
 def video(tmp_path_factory) -> Path:
     """24 frames, 160x120, 10 fps."""
     return write_video(tmp_path_factory.mktemp("videos") / "clip.mp4")
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL server for the run (tests/postgres_server.py): its URL."""
+    from tests.postgres_server import PostgresServer, postgres_bin
+
+    if postgres_bin() is None:
+        pytest.skip(
+            "PostgreSQL is not installed: apt-get install postgresql (scripts/test.sh does)"
+        )
+    server = PostgresServer().start()
+    yield server.url
+    server.close()

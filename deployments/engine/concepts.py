@@ -50,7 +50,7 @@ from pycocotools import mask as mask_utils
 import deployments.engine.prompting as prompting
 import deployments.engine.state as sam_state
 from deployments.engine.frames import FrameSource
-from deployments.engine.masks import MaskStore
+from deployments.engine.mask_store import MaskStore
 from deployments.protocol.concepts import (
     ConceptObject,
     DetectedInstance,

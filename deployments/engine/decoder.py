@@ -4,14 +4,13 @@ run of them, and converting them to RGB at the size asked for (swscale, one pass
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 
 import av
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from deployments.engine.video_index import VideoIndex, open_container, video_stream
-from deployments.protocol.errors import BadVideoError
+from deployments.engine.video_index import VideoIndex, VideoSource, open_container, video_stream
+from deployments.protocol.errors import BadVideoError, ObjectStoreUnavailableError
 
 # Keyframes to step back when a seek lands after its target (demuxers that seek by decode
 # time or to the next keyframe) before decoding from the start of the file instead.
@@ -22,12 +21,13 @@ class Decoder:
     """The source's container and decoder, positioned where the last read stopped. Used by one
     thread at a time (the reader's worker)."""
 
-    def __init__(self, source: Path, index: VideoIndex, size: tuple[int, int]) -> None:
+    def __init__(self, source: VideoSource, index: VideoIndex, size: tuple[int, int]) -> None:
         self._source = source
         self._index = index
         self._size = size
         self._reformatter = VideoReformatter()
         self._by_dts = False  # learnt from a seek: this demuxer seeks by decode timestamps
+        self._broken = False  # an object store failed under the container: reopen it first
         self._open()
 
     def _open(self) -> None:
@@ -49,9 +49,19 @@ class Decoder:
         self, positions: Sequence[int], cancelled: Callable[[], bool]
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield the frames at ``positions`` (ascending presentation positions) as RGB arrays,
-        until done or ``cancelled()``. Raises BadVideoError for a frame it cannot decode."""
+        until done or ``cancelled()``. Raises BadVideoError for a frame it cannot decode and
+        ObjectStoreUnavailableError when an object's store fails; the next read reopens the source
+        (PyAV's container is unusable after a failed read callback)."""
         try:
+            if self._broken:
+                self._frames.close()
+                self._container.close()
+                self._open()
+                self._broken = False
             yield from self._read(positions, cancelled)
+        except ObjectStoreUnavailableError:
+            self._broken = True
+            raise
         except av.FFmpegError as exc:
             self._next = None
             raise BadVideoError(f"the video is corrupt: {exc}") from exc

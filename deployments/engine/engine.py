@@ -23,7 +23,9 @@ from deployments.engine.executor import ModelExecutor
 from deployments.engine.features import EncoderBatcher
 from deployments.engine.frames import FrameSource
 from deployments.engine.host_memory import release_free_memory
+from deployments.engine.mask_store import MaskStores
 from deployments.engine.models import load_predictor, resolve_device
+from deployments.engine.object_video import ObjectStore, ObjectVideo
 from deployments.engine.precision import resolve_compute_dtype
 from deployments.engine.predictor import ServingVideoPredictor
 from deployments.engine.session import EngineSession
@@ -37,6 +39,7 @@ from deployments.protocol.errors import (
     ModelLoadError,
     NotFoundError,
 )
+from deployments.protocol.locations import ObjectLocation
 from deployments.protocol.registry import resolve_spec
 from deployments.protocol.settings import EngineSettings
 from deployments.protocol.types import (
@@ -62,8 +65,13 @@ class SessionEngine:
         self, settings: EngineSettings, predictor: ServingVideoPredictor | None = None
     ) -> None:
         """Load the model the settings name, unless a built ``predictor`` is given (tests share
-        one between engines). Raises ModelLoadError."""
+        one between engines). Raises ModelLoadError; StoreUnavailableError when the settings
+        name the PostgreSQL mask store and its database does not answer."""
         self.settings = settings
+        self.objects = ObjectStore(settings)
+        # Each session's MaskStore; with PostgreSQL, this process's pool (opened and migrated
+        # here: StoreUnavailableError if the database does not answer).
+        self.mask_stores = MaskStores.from_settings(settings)
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         self.model_name = resolve_spec(settings).name
@@ -135,7 +143,7 @@ class SessionEngine:
 
     def create_session(
         self,
-        video: Path,
+        video: Path | ObjectLocation,
         options: VideoOptions | None = None,
         session_id: str | None = None,
         *,
@@ -144,11 +152,13 @@ class SessionEngine:
         """Index ``video`` into a new session directory and open a session on it; frames are
         decoded on demand. With ``move`` (an upload on the shared storage) the file is moved
         into the session directory, which then owns it; otherwise it is referenced in place,
-        read-only.
+        read-only. An object (``s3://``) is referenced too, and read with range requests.
 
         Raises CapacityError when every slot is taken, BadVideoError / VideoTooLargeError /
-        InvalidRequestError for the video, ConflictError for a session id in use. A failed
-        creation leaves no files behind (a moved upload goes with the directory).
+        InvalidRequestError for the video, ConflictError for a session id in use; for an object
+        ForbiddenPathError (bucket not allow-listed), NotFoundError and
+        ObjectStoreUnavailableError. A failed creation leaves no files behind (a moved upload
+        goes with the directory).
         """
         session_id = session_id or new_session_id()
         if not _SESSION_ID.match(session_id):
@@ -161,9 +171,12 @@ class SessionEngine:
             self._release(session_id)
             raise ConflictError(f"session {session_id} already exists") from None
         try:
+            source = (
+                ObjectVideo(self.objects, video) if isinstance(video, ObjectLocation) else video
+            )
             stored = store_video(
                 directory,
-                video,
+                source,
                 options or VideoOptions(),
                 move=move,
                 max_frames=self.settings.max_video_frames,
@@ -209,7 +222,7 @@ class SessionEngine:
             directory.mkdir(parents=True, exist_ok=True)
             info, reader = open_frames(directory)
             frames = FrameSource(reader, reader, self.predictor.image_size)
-            session = self._new_session(session_id, directory, info, frames)
+            session = self._new_session(session_id, directory, info, frames, scratch=True)
             try:
                 return work(session)
             finally:
@@ -227,7 +240,7 @@ class SessionEngine:
         self._reserve(session_id)
         directory = self.settings.storage_root / session_id
         try:
-            stored = load_video(directory)
+            stored = load_video(directory, self.objects)
             session = self._open_video(session_id, directory, stored)
         except FileNotFoundError:
             self._release(session_id)
@@ -270,6 +283,7 @@ class SessionEngine:
             raise NotFoundError(f"session {session_id} not found", session_id=session_id)
         try:
             session.close()
+            session.masks.drop()  # in the database, the rows are not in the directory
         finally:
             shutil.rmtree(session.directory, ignore_errors=True)
             # Its frames and tensors were freed into malloc's arenas: give them back to the OS
@@ -281,6 +295,7 @@ class SessionEngine:
         for session_id in list(self._sessions):
             self.delete_session(session_id)
         self.executor.close()
+        self.mask_stores.close()
 
     def shutdown(self) -> None:
         """Free every session's memory but keep its files, so another replica can rebuild it,
@@ -288,6 +303,7 @@ class SessionEngine:
         for session_id in list(self._sessions):
             self.forget_session(session_id)
         self.executor.close()
+        self.mask_stores.close()
 
     def _open_video(self, session_id: str, directory: Path, video: SessionVideo) -> EngineSession:
         """A session over a stored video, new or reopened: the same frames of the same source
@@ -309,9 +325,19 @@ class SessionEngine:
         return FrameSource(model_frames, frames, size)
 
     def _new_session(
-        self, session_id: str, directory: Path, info: VideoInfo, frames: FrameSource
+        self,
+        session_id: str,
+        directory: Path,
+        info: VideoInfo,
+        frames: FrameSource,
+        *,
+        scratch: bool = False,
     ) -> EngineSession:
+        """A session over ``frames``, its masks where ``MaskStores`` puts them (a scratch
+        session's in its directory, removed with it)."""
+        masks = None
         try:
+            masks = self.mask_stores.open(session_id, directory, scratch=scratch)
             return EngineSession(
                 session_id,
                 directory,
@@ -320,6 +346,7 @@ class SessionEngine:
                 self.predictor,
                 self.executor,
                 frames,
+                masks,
                 max_objects=self.settings.max_objects,
                 match_iou=self.settings.concept_match_iou,
                 offload_state_to_cpu=self.settings.offload_state_to_cpu,
@@ -328,6 +355,8 @@ class SessionEngine:
                 overlay_alpha=self.settings.overlay_alpha,
             )
         except BaseException:
+            if masks is not None:
+                masks.close()
             frames.close()
             raise
 

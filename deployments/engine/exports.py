@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from deployments.engine.frames import FrameSource
-from deployments.engine.masks import MaskStore, decode_mask
+from deployments.engine.mask_store import MaskStore, decode_mask
 from deployments.protocol.types import (
     ExportFormat,
     FrameMask,

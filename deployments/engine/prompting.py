@@ -22,7 +22,7 @@ from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 import deployments.engine.state as sam_state
 from deployments.engine.ledger import is_exact, mark_inexact
-from deployments.engine.masks import decode_mask
+from deployments.engine.mask_store import decode_mask
 from deployments.protocol.errors import InvalidPromptError
 from deployments.protocol.types import Prompt
 

@@ -21,7 +21,7 @@ import deployments.engine.state as sam_state
 from deployments.engine.concepts import Detect, NewObject, Redetection, log_entry
 from deployments.engine.features import FeatureCache
 from deployments.engine.frames import FrameSource
-from deployments.engine.masks import MaskStore, encode_masks
+from deployments.engine.mask_store import MaskStore, encode_masks
 from deployments.engine.prompting import Applied
 from deployments.engine.retention import RetentionWindow
 from deployments.engine.walk import StepResult, Walk, open_walk, with_applied

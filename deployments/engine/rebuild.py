@@ -13,7 +13,7 @@ from sam2.sam2_video_predictor import SAM2VideoPredictor
 import deployments.engine.prompting as prompting
 import deployments.engine.state as sam_state
 from deployments.engine.checkpoint import StateCheckpoint
-from deployments.engine.masks import MaskStore, decode_mask
+from deployments.engine.mask_store import MaskStore, decode_mask
 from deployments.protocol.errors import InvalidRequestError
 from deployments.protocol.types import Prompt
 

@@ -3,9 +3,10 @@
 What lives where: SAM 2's inference state (every prompt's outputs, and the outputs of tracked
 frames within the ``RetentionWindow``) on the model's device; the frames in the source video,
 decoded on demand by the ``FrameSource`` (a bounded buffer of the frames a walk needs); every
-computed mask in the ``MaskStore`` on the session directory; with ``persist``, the prompt log
-in the session store and SAM 2's prompt state in a ``StateCheckpoint`` beside the masks. All
-model work runs on the shared ``ModelExecutor``.
+computed mask in the ``MaskStore`` (SQLite on the session directory, or PostgreSQL); with
+``persist``, the prompt log in the session store and SAM 2's prompt state in a
+``StateCheckpoint`` on the session directory. All model work runs on the shared
+``ModelExecutor``.
 
 Every operation is stock SAM 2's (``prompting``, ``SAM2VideoPredictor.propagate_in_video``)
 on that state, so its masks are stock SAM 2's, bit for bit, while what SAM 2 reads is still
@@ -41,7 +42,7 @@ from deployments.engine.exports import (
 )
 from deployments.engine.features import FeatureCache, UpcomingFrame
 from deployments.engine.frames import FrameSource
-from deployments.engine.masks import MaskStore, encode_masks
+from deployments.engine.mask_store import MaskStore, encode_masks
 from deployments.engine.propagation import Propagation, SessionPropagation
 from deployments.engine.rebuild import rebuild_state, remove_object, stored_mask_of
 from deployments.engine.retention import RetentionWindow
@@ -82,6 +83,7 @@ class EngineSession(SessionPropagation, SessionConcepts):
         predictor: torch.nn.Module,
         executor: ModelExecutor,
         frames: FrameSource,
+        masks: MaskStore,
         *,
         max_objects: int,
         match_iou: float,
@@ -102,7 +104,8 @@ class EngineSession(SessionPropagation, SessionConcepts):
         self._predictor = predictor
         self._executor = executor
         self.frames = frames
-        self.masks = MaskStore(directory / "masks.sqlite")
+        # Every computed mask: SQLite in the directory, or PostgreSQL (``MaskStores``).
+        self.masks = masks
         self._propagations = self.masks.last_propagation_id()
         # Image features of the frames computed last, on the model's device (see features).
         self.feature_cache = FeatureCache(feature_cache_bytes)

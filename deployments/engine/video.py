@@ -5,7 +5,8 @@ Creating a session indexes the source (a demux, no decoding: seconds for an hour
 writes ``video.json`` and ``index.npz``; frames are decoded on demand later (``FrameSource``).
 An upload is moved into the session directory (it is on the same shared storage), so deleting
 the session removes it. A server-side video is referenced in place, read-only: its size and
-mtime are recorded, and a session whose file changed is refused (``SourceChangedError``).
+mtime are recorded, and a session whose file changed is refused (``SourceChangedError``). A
+video object (``s3://``) is referenced the same way, by URL, and read with range requests.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import cv2
 import numpy as np
 from pydantic import BaseModel
 
-from deployments.engine.video_index import VideoIndex, check_source
+from deployments.engine.object_video import ObjectStore, ObjectVideo
+from deployments.engine.video_index import VideoIndex, VideoSource, check_source
 from deployments.engine.video_reader import VideoReader
 from deployments.engine.video_selection import VideoSelection, select_frames
 from deployments.protocol.errors import BadImageError
+from deployments.protocol.locations import ObjectLocation
 from deployments.protocol.types import VideoInfo, VideoOptions
 
 VIDEO_FILE = "video.json"
@@ -33,8 +36,9 @@ SOURCE_STEM = "source"
 class VideoRecord(BaseModel):
     """``video.json``: what reopening the session's video needs.
 
-    ``source`` is a file name inside the session directory (a moved upload) or an absolute path
-    (a server-side video under VIDEO_ROOT, mounted at the same path on every replica).
+    ``source`` is a file name inside the session directory (a moved upload), an absolute path
+    (a server-side video under VIDEO_ROOT, mounted at the same path on every replica) or an
+    ``s3://`` URL (an object in an allow-listed bucket).
     """
 
     info: VideoInfo
@@ -46,9 +50,9 @@ class VideoRecord(BaseModel):
 
 @dataclass(frozen=True)
 class SessionVideo:
-    """A session's source file, its index and the session's frames in it."""
+    """A session's source file or object, its index and the session's frames in it."""
 
-    source: Path
+    source: VideoSource
     index: VideoIndex
     selection: VideoSelection
 
@@ -65,7 +69,7 @@ class SessionVideo:
 
 def store_video(
     directory: Path,
-    video: Path,
+    video: VideoSource,
     options: VideoOptions,
     *,
     move: bool,
@@ -75,11 +79,12 @@ def store_video(
     """Index ``video`` for a new session in ``directory`` and write its record.
 
     With ``move`` the file is moved into ``directory`` (it must be on the same filesystem);
-    otherwise it is referenced in place. Raises BadVideoError (not a video, no frames),
-    InvalidRequestError (a cut that selects nothing) and VideoTooLargeError.
+    otherwise it is referenced in place (an object always is). Raises BadVideoError (not a
+    video, no frames), InvalidRequestError (a cut that selects nothing) and VideoTooLargeError;
+    for an object also ForbiddenPathError, NotFoundError and ObjectStoreUnavailableError.
     """
-    source = video.resolve()
-    if move:
+    source = video if isinstance(video, ObjectVideo) else video.resolve()
+    if move and isinstance(video, Path):
         source = directory / (SOURCE_STEM + video.suffix.lower())
         os.replace(video, source)
     index = VideoIndex.build(source)
@@ -88,7 +93,7 @@ def store_video(
     record = VideoRecord(
         info=selection.info,
         options=options,
-        source=source.name if move else str(source),
+        source=source.name if move else str(source),  # an object's str is its URL
         source_size=index.source_size,
         source_mtime_ns=index.source_mtime_ns,
     )
@@ -96,14 +101,19 @@ def store_video(
     return SessionVideo(source, index, selection)
 
 
-def load_video(directory: Path) -> SessionVideo:
-    """The video of the session stored in ``directory``, as it was created.
+def load_video(directory: Path, objects: ObjectStore) -> SessionVideo:
+    """The video of the session stored in ``directory``, as it was created; ``objects`` reads
+    an ``s3://`` source.
 
     Raises FileNotFoundError when the session's record is gone, SourceChangedError when its
-    source file is gone or changed. An index of another version is built again.
+    source file or object is gone or changed. An index of another version is built again.
     """
     record = VideoRecord.model_validate_json((directory / VIDEO_FILE).read_text())
-    source = directory / record.source  # an absolute path stays as it is
+    source: VideoSource
+    if ObjectLocation.is_url(record.source):
+        source = ObjectVideo(objects, ObjectLocation.parse(record.source))
+    else:
+        source = directory / record.source  # an absolute path stays as it is
     check_source(source, record.source_size, record.source_mtime_ns)
     try:
         index = VideoIndex.load(directory / INDEX_FILE)

@@ -1,14 +1,16 @@
 """The index of a video's frames, built by demuxing its packets without decoding them.
 
 ``VideoIndex`` holds every frame's timestamp and the keyframes (exact for variable frame rates
-and whatever the header claims). A session keeps it next to its masks (``index.npz``), so
+and whatever the header claims). A video in object storage (``ObjectVideo``) is indexed from its
+MP4 header's sample tables instead, where it has them (``mp4_index``): demuxing would read the
+whole object. A session keeps it next to its masks (``index.npz``), so
 another replica reopens the video without demuxing it again. ``check_source`` tells whether the
 file is still the one indexed.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
@@ -17,8 +19,13 @@ from pathlib import Path
 import av
 import numpy as np
 
-from deployments.protocol.errors import BadVideoError, SourceChangedError
+from deployments.engine.mp4_index import Samples, read_samples
+from deployments.engine.object_video import ObjectVideo, RangeFile
+from deployments.protocol.errors import BadVideoError, NotFoundError, SourceChangedError
 from deployments.protocol.types import SourceVideo
+
+# Where a session's frames come from: a file (upload, VIDEO_ROOT) or an object (s3://).
+VideoSource = Path | ObjectVideo
 
 INDEX_VERSION = 1
 
@@ -43,17 +50,20 @@ class VideoIndex:
     source_mtime_ns: int
 
     @classmethod
-    def build(cls, source: Path) -> VideoIndex:
-        """Demux ``source`` (no decoding). Raises BadVideoError for a file that is not a video,
-        has no video stream or no frames, or whose packets carry no timestamps."""
-        stat = source.stat()
-        with open_container(source) as container:
+    def build(cls, source: VideoSource) -> VideoIndex:
+        """Demux ``source`` (no decoding), or read an object's MP4 header where it has one.
+        Raises BadVideoError for a file that is not a video, has no video stream or no frames,
+        or whose packets carry no timestamps."""
+        stat = source_stat(source)
+        data = _input(source)
+        samples = None if isinstance(data, str) else read_samples(data)
+        with _open(data) as container:
             stream = video_stream(container)
-            packets = _demux(container, stream)
+            packets = _header_packets(samples, stream) or _demux(container, stream)
             width, height = stream.codec_context.width, stream.codec_context.height
             rate = stream.average_rate or stream.guessed_rate
             time_base = stream.time_base
-        if not packets.pts:
+        if not len(packets.pts):
             raise BadVideoError("the video has no frames")
         if width <= 0 or height <= 0:
             raise BadVideoError("the video reports no frame size; it may be corrupt")
@@ -67,7 +77,7 @@ class VideoIndex:
         rate: Fraction | None,
         width: int,
         height: int,
-        stat: os.stat_result,
+        stat: tuple[int, int],
     ) -> VideoIndex:
         pts = np.array(packets.pts, np.int64)
         order = np.argsort(pts, kind="stable")
@@ -85,8 +95,8 @@ class VideoIndex:
             time_base=time_base,
             width=width,
             height=height,
-            source_size=stat.st_size,
-            source_mtime_ns=stat.st_mtime_ns,
+            source_size=stat[0],
+            source_mtime_ns=stat[1],
         )
 
     def save(self, path: Path) -> None:
@@ -131,7 +141,7 @@ class VideoIndex:
                 source_mtime_ns=mtime,
             )
 
-    def check_source(self, source: Path) -> None:
+    def check_source(self, source: VideoSource) -> None:
         """Raise SourceChangedError when ``source`` is gone or is not the file indexed (size or
         mtime changed): frames read from it would not be the session's."""
         check_source(source, self.source_size, self.source_mtime_ns)
@@ -174,35 +184,54 @@ class VideoIndex:
         return int(np.searchsorted(self.keyframes, position, side="right")) - 1
 
 
-def check_source(source: Path, size: int, mtime_ns: int) -> None:
+def check_source(source: VideoSource, size: int, mtime_ns: int) -> None:
     """Raise SourceChangedError unless ``source`` still has this size and mtime."""
     try:
-        stat = source.stat()
-    except FileNotFoundError:
+        stat = source_stat(source)
+    except (FileNotFoundError, NotFoundError):
         raise SourceChangedError(
             f"the video {source.name} was removed after the session was created"
         ) from None
-    if (stat.st_size, stat.st_mtime_ns) != (size, mtime_ns):
+    if stat != (size, mtime_ns):
         raise SourceChangedError(
             f"the video {source.name} changed after the session was created; create a new "
             "session on it",
-            size=stat.st_size,
+            size=stat[0],
             expected_size=size,
         )
 
 
+def source_stat(source: VideoSource) -> tuple[int, int]:
+    """(size, modification time in ns); FileNotFoundError or NotFoundError when it is gone."""
+    if isinstance(source, ObjectVideo):
+        return source.stat()
+    stat = source.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
 @dataclass
 class _Packets:
-    pts: list[int]
-    dts: list[int]
-    key: list[bool]
-    duration: list[int]
+    pts: Sequence[int]
+    dts: Sequence[int]
+    key: Sequence[bool]
+    duration: Sequence[int]
 
 
-def open_container(source: Path) -> av.container.InputContainer:
-    """``source`` opened by PyAV; BadVideoError for a file it cannot read."""
+def open_container(source: VideoSource) -> av.container.InputContainer:
+    """``source`` opened by PyAV (an object through range reads); BadVideoError for a file it
+    cannot read."""
+    return _open(_input(source))
+
+
+def _input(source: VideoSource) -> str | RangeFile:
+    return source.open() if isinstance(source, ObjectVideo) else str(source)
+
+
+def _open(data: str | RangeFile) -> av.container.InputContainer:
+    if not isinstance(data, str):
+        data.seek(0)
     try:
-        return av.open(str(source))
+        return av.open(data)
     except av.FFmpegError as exc:
         raise BadVideoError(
             "the upload is not a video PyAV can read (unknown format, or a truncated file)"
@@ -217,6 +246,20 @@ def video_stream(container: av.container.InputContainer) -> av.video.stream.Vide
     raise BadVideoError("the file has no video stream")
 
 
+def _header_packets(
+    samples: Samples | None, stream: av.video.stream.VideoStream
+) -> _Packets | None:
+    """An object's packets from its MP4 header, where the header's first video track is the
+    stream PyAV chose (same time base and sample count); None: demux instead. Files are
+    demuxed as before: reading them whole is cheap."""
+    if samples is None or (samples.time_base, len(samples.pts)) != (
+        stream.time_base,
+        stream.frames,
+    ):
+        return None
+    return _Packets(samples.pts, samples.dts, samples.key, samples.duration)
+
+
 def _demux(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> _Packets:
     """Timestamps, keyframe flags and durations of the stream's packets, in decode order.
 
@@ -224,7 +267,7 @@ def _demux(container: av.container.InputContainer, stream: av.video.stream.Video
     edit list's start, which the decoder drops). A packet without a pts falls back to its dts
     (streams without reordering); one with neither is refused: its frame cannot be found again.
     """
-    packets = _Packets([], [], [], [])
+    packets = _Packets(all_pts := [], all_dts := [], keys := [], durations := [])
     try:
         for packet in container.demux(stream):
             if packet.size == 0 or packet.is_discard:
@@ -235,10 +278,10 @@ def _demux(container: av.container.InputContainer, stream: av.video.stream.Video
                     "the video's packets carry no timestamps (a raw stream?); remux it into "
                     "MP4 or MKV"
                 )
-            packets.pts.append(pts if pts is not None else dts)
-            packets.dts.append(dts if dts is not None else pts)
-            packets.key.append(packet.is_keyframe)
-            packets.duration.append(packet.duration or 0)
+            all_pts.append(pts if pts is not None else dts)
+            all_dts.append(dts if dts is not None else pts)
+            keys.append(packet.is_keyframe)
+            durations.append(packet.duration or 0)
     except av.FFmpegError as exc:
         raise BadVideoError(f"the video is truncated or corrupt: {exc}") from exc
     return packets

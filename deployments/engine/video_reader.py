@@ -11,15 +11,19 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from deployments.engine.decoder import Decoder
-from deployments.engine.video_index import VideoIndex
+from deployments.engine.video_index import VideoIndex, VideoSource
 from deployments.engine.video_selection import VideoSelection
-from deployments.protocol.errors import BadVideoError, EngineError, SourceChangedError
+from deployments.protocol.errors import (
+    BadVideoError,
+    EngineError,
+    ObjectStoreUnavailableError,
+    SourceChangedError,
+)
 from deployments.protocol.settings import EngineSettings
 
 # Frames decoded ahead of a forward walk: enough to hide the decoder's jitter behind the
@@ -74,7 +78,7 @@ class VideoReader:
 
     def __init__(
         self,
-        source: Path,
+        source: VideoSource,
         index: VideoIndex,
         selection: VideoSelection,
         *,
@@ -115,7 +119,8 @@ class VideoReader:
 
         Raises IndexError outside the selection, BadVideoError when the frame cannot be decoded
         (a truncated or corrupt file), SourceChangedError when the file changed since it was
-        indexed (checked before each decode).
+        indexed (checked before each decode), ObjectStoreUnavailableError when an object's store
+        fails (a later read tries again).
         """
         self._check(k)
         with self._cond:
@@ -266,6 +271,12 @@ class VideoReader:
         except (BadVideoError, SourceChangedError) as exc:
             with self._cond:
                 self._errors.update((k, exc) for k in job.frames if k not in self._frames)
+        except ObjectStoreUnavailableError as exc:
+            # Passing: answer those waiting, remember nothing, and read nothing in the
+            # background until the next call (no retry loop against a store that is down).
+            with self._cond:
+                self._errors.update((k, exc) for k in job.frames if k in self._waiting)
+                self._cursor = None
         finally:
             with self._cond:
                 self._job = None

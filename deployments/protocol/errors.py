@@ -123,9 +123,17 @@ class SessionUnavailableError(EngineError):
 
 
 class StoreUnavailableError(EngineError):
-    """The session store did not answer as it should (restarting, timing out, refusing)."""
+    """The session store or the mask database did not answer as it should (restarting, timing
+    out, refusing)."""
 
     code = "store_unavailable"
+
+
+class ObjectStoreUnavailableError(EngineError):
+    """The object store holding a session's video (``s3://``) did not answer; a later read tries
+    again. Not a StoreUnavailableError: the session's state and log are intact."""
+
+    code = "object_store_unavailable"
 
 
 class ForbiddenPathError(EngineError):

@@ -46,8 +46,8 @@ class ReplicaApi(Protocol):
     async def create_session(
         self, *, session_id: str, video: str, options: VideoOptions, is_upload: bool
     ) -> tuple[SessionInfo, str]:
-        """A new session over ``video`` (a file on the shared storage); its info and the id of
-        the replica that holds it."""
+        """A new session over ``video`` (a file on the shared storage, or an ``s3://`` URL); its
+        info and the id of the replica that holds it."""
         ...
 
     async def rebuild_session(

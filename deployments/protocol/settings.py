@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # What torch.compile covers (``deployments.engine.compilation``).
@@ -111,6 +111,58 @@ class EngineSettings(BaseSettings):
         description="Opacity of an object's colour over the frame, where the service draws masks "
         "(the overlay route, MP4 exports) and on the annotation page (served to it).",
     )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="S3-compatible endpoint for videos named by s3:// URLs (SeaweedFS, MinIO, "
+        "...); none: AWS S3 of s3_region.",
+    )
+    s3_region: str = Field("us-east-1", description="Region the S3 requests are signed for.")
+    # Secrets come from the environment only (Kubernetes secrets): the aliases are the
+    # variables' names, so the config's args cannot set them, and dumps leave them out.
+    s3_access_key_id: SecretStr | None = Field(
+        None, validation_alias="SAM2_SERVE_S3_ACCESS_KEY_ID", exclude=True
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        None, validation_alias="SAM2_SERVE_S3_SECRET_ACCESS_KEY", exclude=True
+    )
+    s3_buckets: list[str] = Field(
+        default_factory=list,
+        description="Buckets sessions may be created from (s3://bucket/key), the counterpart "
+        "of video_root; empty: none.",
+    )
+    s3_block_kb: int = Field(
+        1024, ge=4, description="Size of one range read from the object store."
+    )
+    s3_cache_mb: int = Field(
+        32,
+        ge=0,
+        description="Blocks of video objects an engine keeps, shared by every reader of an "
+        "object (least recently used evicted): reopening it or seeking back into a GOP reads "
+        "nothing again.",
+    )
+    mask_store: Literal["sqlite", "postgres"] = Field(
+        "sqlite",
+        description="Where new sessions keep their masks: 'sqlite', a file in the session "
+        "directory; 'postgres', one table of the database_url's database, which every replica "
+        "reaches. A session directory that holds a masks.sqlite keeps reading it.",
+    )
+    # A secret (it may carry the password): from the environment only, as the S3 keys.
+    database_url: SecretStr | None = Field(
+        None, validation_alias="SAM2_SERVE_DATABASE_URL", exclude=True
+    )
+    database_pool_size: int = Field(
+        4,
+        ge=1,
+        description="Most connections a replica process holds to the mask database (one is "
+        "kept open; idle ones close after a minute): replicas x this within the server's "
+        "max_connections.",
+    )
+
+    @model_validator(mode="after")
+    def _postgres_has_a_database(self) -> EngineSettings:
+        if self.mask_store == "postgres" and self.database_url is None:
+            raise ValueError("mask_store 'postgres' needs SAM2_SERVE_DATABASE_URL")
+        return self
 
 
 class ServiceSettings(EngineSettings):

@@ -1,4 +1,5 @@
-"""Sessions: create (upload or server-side video), list, read, reset, delete, frames."""
+"""Sessions: create (upload, server-side video or video object), list, read, reset, delete,
+frames."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from deployments.protocol import (
     UnsupportedMediaError,
     VideoOptions,
 )
+from deployments.protocol.locations import ObjectLocation
+from deployments.protocol.settings import ServiceSettings
 from ingress.routers.deps import Service
 from ingress.schemas import (
     BINARY,
@@ -58,13 +61,14 @@ _CREATE_BODY = request_body(
     responses=ERROR_RESPONSES,
 )
 async def create_session(request: Request, service: Service) -> Session:
-    """Upload a video (multipart field `file`) or name one under VIDEO_ROOT (JSON)."""
+    """Upload a video (multipart field `file`), or name one under VIDEO_ROOT (JSON
+    `video_path`) or in an allow-listed bucket (JSON `video_url`, s3://bucket/key)."""
     kind = media_type(request)
     if kind == "multipart/form-data":
         return await _create_from_upload(request, service)
     if kind == "application/json":
         body = await read_json(request, ServerVideo, service.settings.max_json_bytes)
-        video = _server_video(service.settings.video_root, body.video_path)
+        video = _named_video(service.settings, body)
         options = VideoOptions(**body.model_dump(include=set(_OPTION_FIELDS)))
         return await service.create(video, options, body.model, is_upload=False)
     raise UnsupportedMediaError(
@@ -131,6 +135,22 @@ async def _create_from_upload(request: Request, service: Service) -> Session:
         target = service.settings.upload_dir / (uuid.uuid4().hex + safe_suffix(upload.filename))
         await save_upload(upload, target)
     return await service.create(target, options, model, is_upload=True)
+
+
+def _named_video(settings: ServiceSettings, body: ServerVideo) -> Path | ObjectLocation:
+    if body.video_url is not None:
+        return _object_video(settings.s3_buckets, body.video_url)
+    assert body.video_path is not None  # ServerVideo holds one of them
+    return _server_video(settings.video_root, body.video_path)
+
+
+def _object_video(buckets: list[str], url: str) -> ObjectLocation:
+    """``url`` parsed (422 for a scheme other than s3://); 403 for a bucket not allow-listed.
+    A missing object is found missing by the replica that opens it (404)."""
+    location = ObjectLocation.parse(url)
+    if location.bucket not in buckets:
+        raise ForbiddenPathError(f"bucket {location.bucket!r} is not one this server reads")
+    return location
 
 
 def _server_video(root: Path | None, relative: str) -> Path:

@@ -13,7 +13,7 @@ import pytest
 
 from deployments.engine.exports import ExportSource
 from deployments.engine.exports import write_track_zip as write_on_the_server
-from deployments.engine.masks import MaskStore, encode_masks
+from deployments.engine.mask_store import SqliteMaskStore, encode_masks
 from deployments.protocol.types import SourceVideo, VideoInfo
 from sam2serve.models import FrameMasks
 from sam2serve.track_zip import write_track_zip
@@ -26,7 +26,7 @@ from sam2serve.track_zip import write_track_zip
 def test_both_writers_write_byte_identical_zips(tmp_path, monkeypatch, width, height):
     num_frames = 7
     rng = np.random.default_rng(width)
-    store = MaskStore(tmp_path / "masks.sqlite")
+    store = SqliteMaskStore(tmp_path / "masks.sqlite")
     for frame in (1, 2, 5):  # frames 0, 3, 4 and 6 have none: black PNGs
         masks = np.zeros((2, height, width), bool)
         masks[0, frame : frame + height // 2, : max(width // 3, 1)] = True

@@ -23,7 +23,7 @@ from deployments.engine.compilation import (
     FullyCompiledPredictor,
     is_compiled,
 )
-from deployments.engine.masks import decode_mask
+from deployments.engine.mask_store import decode_mask
 from deployments.engine.predictor import ServingVideoPredictor
 from deployments.protocol import EngineSettings, FrameMask, Prompt, PropagationRequest
 from tests.conftest import engine_settings

@@ -14,7 +14,7 @@ import torch
 
 from deployments.engine import SessionEngine
 from deployments.engine.concepts import match, object_names
-from deployments.engine.masks import encode_masks
+from deployments.engine.mask_store import encode_masks
 from deployments.protocol import (
     RLE,
     FrameMasks,

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from deployments.engine.masks import MaskStore, decode_mask, encode_masks
+from deployments.engine.mask_store import SqliteMaskStore, decode_mask, encode_masks
 from deployments.protocol import CapacityError, Prompt, PropagationRequest
 
 NUM_FRAMES = 24
@@ -124,7 +124,7 @@ def test_track_zip_has_one_png_per_frame(tracked, tmp_path):
 
 
 def test_review_finds_low_scores_lost_objects_and_jumps_worst_first(tmp_path):
-    store = MaskStore(tmp_path / "m.sqlite")
+    store = SqliteMaskStore(tmp_path / "m.sqlite")
     square = np.zeros((1, 20, 20), bool)
     square[0, 2:10, 2:10] = True
     moved = np.zeros((1, 20, 20), bool)

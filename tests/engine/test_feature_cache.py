@@ -13,7 +13,7 @@ from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 from deployments.engine import EngineSession, SessionEngine
 from deployments.engine.features import FeatureCache, FrameFeatures
-from deployments.engine.masks import decode_mask
+from deployments.engine.mask_store import decode_mask
 from deployments.protocol import FrameMasks, Prompt, PropagationRequest
 from tests.conftest import engine_settings
 from tests.videos import circle_at, write_video

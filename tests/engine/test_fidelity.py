@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from deployments.engine import SessionEngine
-from deployments.engine.masks import encode_masks
+from deployments.engine.mask_store import encode_masks
 from deployments.engine.models import load_predictor
 from deployments.engine.precision import resolve_compute_dtype
 from deployments.protocol import Prompt, PropagationRequest

@@ -1,22 +1,44 @@
-"""MaskStore: replace semantics, range and object reads, paging over long videos, the review
-list kept current whatever order masks are written and deleted in."""
+"""MaskStore, on SQLite and on PostgreSQL alike: replace semantics, range and object reads,
+paging over long videos, the review list kept current whatever order masks are written and
+deleted in; then what only one backend does (SQLite's older files, PostgreSQL's migrations,
+sessions sharing one table, outages)."""
 
 from __future__ import annotations
 
 import random
+import uuid
 
 import numpy as np
+import psycopg
 import pytest
 from pycocotools import mask as mask_utils
 
-from deployments.engine.masks import MaskStore, decode_mask, encode_masks
+from deployments.engine.mask_store import (
+    MaskStores,
+    SqliteMaskStore,
+    decode_mask,
+    encode_masks,
+)
+from deployments.engine.mask_store.migrations import migrate, migrations
+from deployments.engine.mask_store.postgres import MaskDatabase
+from deployments.protocol.errors import StoreUnavailableError
 
 
-@pytest.fixture
-def store(tmp_path):
-    store = MaskStore(tmp_path / "masks.sqlite")
+@pytest.fixture(scope="module")
+def database(postgres_url):
+    database = MaskDatabase(postgres_url, pool_size=2)
+    yield database
+    database.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        store = SqliteMaskStore(tmp_path / "masks.sqlite")
+    else:
+        store = request.getfixturevalue("database").store(f"test-{uuid.uuid4().hex}")
     yield store
-    store.close()
+    store.drop()
 
 
 def square(top: int, left: int, side: int, shape=(20, 30)) -> np.ndarray:
@@ -73,8 +95,8 @@ def test_an_hour_of_ten_objects_is_stored_paged_and_counted(store):
     """108,000 frames (an hour at 30 fps) x 10 objects: range reads and pages stay small."""
     frames, objects = 108_000, list(range(1, 11))
     masks = encode_masks(objects, np.stack([square(o, o, 3) for o in objects]), [0.9] * 10)
-    for frame in range(frames):
-        store.put(frame, masks)
+    for first in range(0, frames, 1000):  # a bulk load: 1000 frames per transaction
+        store.put_frames((frame, masks) for frame in range(first, first + 1000))
     assert store.masked_frames() == dict.fromkeys(objects, frames)
     middle = list(store.frames(54_000, 54_099, obj_id=7))
     assert [f.frame_index for f in middle] == list(range(54_000, 54_100))
@@ -135,7 +157,7 @@ def test_a_store_written_before_mask_sources_is_reopened_with_them(tmp_path):
             "INSERT INTO masks VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (1, 1, *moved.rle.size, moved.rle.counts, *moved.bbox, moved.area, moved.score),
         )
-    store = MaskStore(path)
+    store = SqliteMaskStore(path)
     try:
         assert [(i.frame_index, i.reason) for i in store.review(0.0, 0.5)] == [(1, "area_jump")]
         (mask, _) = [m for f in store.frames() for m in f.masks]
@@ -184,3 +206,116 @@ def test_review_stays_current_whatever_order_masks_are_written_and_deleted(store
     assert found == reference_review(store, 0.5, 0.7) and found
     only = [(i.frame_index, i.obj_id, i.reason, i.value) for i in store.review(0.5, 0.7, 2)]
     assert only == [item for item in found if item[1] == 2]
+
+
+def test_frames_written_together_keep_the_review_as_one_by_one(store):
+    """put_frames: frames in any order, neighbours in the same batch or already stored."""
+    rng = random.Random(11)
+    for _ in range(40):
+        batch = []
+        for _ in range(rng.randrange(1, 8)):
+            frame, obj = rng.randrange(20), rng.randrange(1, 3)
+            side = rng.choice([0, 3, 4, 6])
+            mask = square(rng.randrange(3), rng.randrange(3), side)[None]
+            batch.append((frame, encode_masks([obj], mask, [rng.random()])))
+        store.put_frames(batch)
+    found = [(i.frame_index, i.obj_id, i.reason, i.value) for i in store.review(0.5, 0.7)]
+    assert found == reference_review(store, 0.5, 0.7) and found
+
+
+def test_sessions_share_the_table_but_not_their_masks(database):
+    one, two = database.store("session-one"), database.store("session-two")
+    try:
+        one.put(0, encode_masks([1], square(0, 0, 3)[None], [0.9], ["propagation"], 4))
+        two.put(0, encode_masks([1, 2], np.stack([square(1, 1, 2)] * 2), [0.8, 0.8]))
+        assert [m.area for m in one.frame(0)] == [9] and len(two.frame(0)) == 2
+        assert (one.last_propagation_id(), two.last_propagation_id()) == (4, 0)
+        one.drop()
+        assert list(one.frames()) == [] and len(two.frame(0)) == 2
+    finally:
+        one.drop()
+        two.drop()
+
+
+def test_migrations_are_versioned_and_applied_once(database, postgres_url):
+    with psycopg.connect(postgres_url) as conn:
+        applied = [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY 1")]
+        assert applied == [version for version, _ in migrations()] and applied[0] == 1
+        assert migrate(conn) == []
+    MaskDatabase(postgres_url, pool_size=1).close()  # another replica starting: nothing to do
+
+
+def test_new_sessions_use_the_configured_backend_and_sqlite_sessions_keep_theirs(
+    postgres_url, tmp_path
+):
+    stores = MaskStores("postgres", postgres_url, pool_size=1)
+    try:
+        old, new = tmp_path / "old", tmp_path / "new"
+        old.mkdir()
+        new.mkdir()
+        SqliteMaskStore(old / "masks.sqlite").close()
+        kept = stores.open("old-session", old)
+        assert isinstance(kept, SqliteMaskStore)
+        kept.close()
+        store = stores.open("new-session", new)
+        assert not isinstance(store, SqliteMaskStore) and store.session_id == "new-session"
+        assert not (new / "masks.sqlite").exists()
+        scratch = stores.open("scratch-session", new, scratch=True)
+        assert isinstance(scratch, SqliteMaskStore)
+        scratch.close()
+    finally:
+        stores.close()
+
+
+def test_postgres_needs_a_database_url():
+    from deployments.protocol import EngineSettings
+
+    with pytest.raises(ValueError, match="SAM2_SERVE_DATABASE_URL"):
+        EngineSettings(mask_store="postgres")
+    settings = EngineSettings(mask_store="postgres", SAM2_SERVE_DATABASE_URL="postgresql://x")
+    assert "database_url" not in settings.model_dump()
+
+
+def test_a_stopped_database_is_unavailable_and_keeps_every_committed_mask():
+    from tests.postgres_server import PostgresServer, postgres_bin
+
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL is not installed: apt-get install postgresql")
+    server = PostgresServer().start()
+    try:
+        database = MaskDatabase(server.url, pool_size=1, timeout_s=2)
+        store = database.store("outage-session")
+        mask = encode_masks([1], square(0, 0, 3)[None], [0.9])
+        for frame in range(5):
+            store.put(frame, mask)
+        server.stop()
+        with pytest.raises(StoreUnavailableError):
+            store.put(5, mask)
+        server.start()
+        for _ in range(3):  # the pool replaces the connection the restart dropped
+            try:
+                frames = [f.frame_index for f in store.frames()]
+                break
+            except StoreUnavailableError:
+                continue
+        assert frames == [0, 1, 2, 3, 4]
+        database.close()
+    finally:
+        server.close()
+
+
+def test_a_bulk_load_over_stored_frames_keeps_the_review_current(store):
+    """A put_frames large enough to COPY its new rows, over frames partly stored already."""
+    rng = random.Random(5)
+    objects = list(range(1, 11))
+
+    def frame_of(seed: int) -> list:
+        masks = np.stack([square(rng.randrange(4), rng.randrange(4), seed % 5 + 2)] * 10)
+        return encode_masks(objects, masks, [rng.random() for _ in objects])
+
+    for frame in range(0, 150, 3):
+        store.put(frame, frame_of(frame))
+    store.put_frames([(frame, frame_of(frame + 1)) for frame in range(50, 170)])
+    found = [(i.frame_index, i.obj_id, i.reason, i.value) for i in store.review(0.5, 0.7)]
+    assert found == reference_review(store, 0.5, 0.7) and found
+    assert store.masked_frames() == dict.fromkeys(objects, 50 + 120 - 33)  # 33 in both

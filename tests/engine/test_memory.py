@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from deployments.engine import SessionEngine
 from deployments.engine import state as sam_state
-from deployments.engine.masks import decode_mask
+from deployments.engine.mask_store import decode_mask
 from deployments.protocol import Prompt, PropagationRequest
 from tests.conftest import engine_settings
 from tests.videos import write_video

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from deployments.engine.masks import decode_mask
+from deployments.engine.mask_store import decode_mask
 from deployments.protocol import (
     RLE,
     ConflictError,

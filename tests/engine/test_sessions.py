@@ -103,3 +103,35 @@ def test_shutdown_keeps_files_and_another_engine_restores_the_session(tmp_path, 
         third.open_session("gone-session")
     assert third.active_sessions == 0
     third.close()
+
+
+def test_postgres_masks_outlive_the_replica_and_go_with_the_deleted_session(
+    tmp_path, predictor, video, postgres_url
+):
+    import psycopg
+
+    from deployments.protocol import Prompt, PropagationRequest
+
+    settings = engine_settings(
+        tmp_path, mask_store="postgres", SAM2_SERVE_DATABASE_URL=postgres_url
+    )
+    first = SessionEngine(settings, predictor=predictor)
+    sid = first.create_session(video).session_id
+    session = first.session(sid)
+    session.add_prompt(Prompt(frame_index=0, obj_id=1, points=[(40, 60)]))
+    list(session.propagate(PropagationRequest(direction="forward", max_frames=5)))
+    masks = list(session.masks.frames())
+    first.shutdown()
+    assert masks and not (tmp_path / sid / "masks.sqlite").exists()
+
+    second = SessionEngine(settings, predictor=predictor)
+    try:
+        reopened = second.open_session(sid)
+        assert list(reopened.masks.frames()) == masks
+        assert reopened.masks.last_propagation_id() == 1
+        second.delete_session(sid)
+    finally:
+        second.close()
+    with psycopg.connect(postgres_url) as conn:
+        [(rows,)] = conn.execute("SELECT COUNT(*) FROM masks WHERE session = %s", (sid,))
+    assert rows == 0

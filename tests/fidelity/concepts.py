@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from deployments.engine.concepts import Detect
-from deployments.engine.masks import decode_mask
+from deployments.engine.mask_store import decode_mask
 from deployments.protocol import FrameMasks, Prompt, PropagationDone, PropagationRequest
 from deployments.protocol.concepts import (
     DetectedInstance,

@@ -27,7 +27,7 @@ import torch
 from sam2 import sam2_video_predictor
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
-from deployments.engine.masks import decode_mask
+from deployments.engine.mask_store import decode_mask
 from deployments.protocol.types import FrameMasks, Prompt, PropagationDone, PropagationRequest
 
 SAM21_TINY_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"

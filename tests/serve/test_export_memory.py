@@ -17,7 +17,7 @@ import psutil
 import pytest
 from ray import serve
 
-from deployments.engine.masks import MaskStore, encode_masks
+from deployments.engine.mask_store import SqliteMaskStore, encode_masks
 from tests.serve.conftest import deploy, stack_settings
 from tests.videos import write_video
 
@@ -72,7 +72,7 @@ def long_session(http_port, tmp_path_factory):
     # masks, and let the first export rebuild the session on the replacement replica.
     handle = serve.get_deployment_handle("SAM2Replica", "big")
     os.kill(handle.status.remote().result()["pid"], signal.SIGKILL)
-    store = MaskStore(storage / sid / "masks.sqlite")
+    store = SqliteMaskStore(storage / sid / "masks.sqlite")
     masks = np.zeros((2, 120, 160), bool)
     for frame in range(NUM_FRAMES):
         masks[:] = False

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from deployments.engine import SessionEngine
-from deployments.engine.masks import decode_mask
+from deployments.engine.mask_store import decode_mask
 from deployments.protocol import RLE, Prompt, PropagationRequest
 from tests.conftest import engine_settings
 from tests.fidelity.oracle import StockOracle, build_stock, session_frames
